@@ -1,0 +1,31 @@
+//! Protocol definitions shared by Flotilla's components.
+//!
+//! - [`mvccpb`] and [`etcdserverpb`]: the etcd v3 API, wire-compatible with etcd, served by
+//!   etcd-lite and spoken by every store client.
+//! - [`etcdlite`]: etcd-lite's internal member-to-member protocol and on-disk records.
+
+#![allow(clippy::all, missing_docs)]
+
+/// etcd's MVCC types: key-values and watch events.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's v3 gRPC services: KV, Watch, Lease, Cluster, Maintenance.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd-lite's peer protocol and persisted records.
+pub use self::flotilla::etcdlite::v1 as etcdlite;
+
+/// Flotilla's own protobuf packages, nested as their package names are.
+pub mod flotilla {
+    /// etcd-lite's internal packages.
+    pub mod etcdlite {
+        /// Version 1 of etcd-lite's peer protocol and records.
+        pub mod v1 {
+            tonic::include_proto!("flotilla.etcdlite.v1");
+        }
+    }
+}
