@@ -1,0 +1,287 @@
+//! The applier: a dedicated thread that applies committed entries to the state machine in
+//! log order, persists their effects, wakes watchers and waiting clients, and takes the
+//! periodic snapshots that let the raft log be truncated. It runs off the async runtime
+//! because its work is synchronous CPU and disk work (applying, encoding snapshots).
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use raft::prelude::{Entry, EntryType, Snapshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use flotilla_proto::etcdlite::RequestBatch;
+
+use crate::error::EtcdError;
+use crate::metrics::Metrics;
+use crate::mvcc::backend::{AppliedIndex, Backend, BackendError};
+use crate::mvcc::requests;
+use crate::mvcc::snapshot::{self, SnapshotError};
+use crate::raft::node::Command;
+use crate::raft::proposals::{Applied, Proposals};
+use crate::raft::snapfiles::SnapFiles;
+use crate::state::StateMachine;
+
+/// Work for the applier, in log order.
+pub enum ApplyTask {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// Replace the state with a leader's snapshot; reply once it is durable.
+    Restore {
+        /// The snapshot.
+        snapshot: Snapshot,
+        /// Completion.
+        done: oneshot::Sender<Result<(), ApplyError>>,
+    },
+    /// Serialise the current state (for `etcdctl snapshot save`).
+    Export(oneshot::Sender<Result<Vec<u8>, ApplyError>>),
+    /// Stop after everything queued before.
+    Stop,
+}
+
+/// A failure that stops the member: the state machine can no longer be trusted to match
+/// the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Persisting or loading failed.
+    #[error("state machine storage")]
+    Backend(#[from] BackendError),
+    /// A snapshot could not be made or read.
+    #[error("snapshot")]
+    Snapshot(#[from] SnapshotError),
+    /// A committed entry does not decode.
+    #[error("committed entry {index} does not decode: {reason}")]
+    BadEntry {
+        /// Its index.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A snapshot belongs to another cluster.
+    #[error("snapshot belongs to cluster {found:x}, not {want:x}")]
+    ForeignSnapshot {
+        /// Its cluster.
+        found: u64,
+        /// Ours.
+        want: u64,
+    },
+    /// Disk I/O on snapshot files failed.
+    #[error("snapshot file")]
+    Io(#[from] std::io::Error),
+    /// sled failed.
+    #[error("storage engine")]
+    Sled(#[from] sled::Error),
+}
+
+/// The applier's state.
+pub struct Applier {
+    /// The shared state machine.
+    pub state: Arc<StateMachine>,
+    /// Its persistence.
+    pub backend: Backend,
+    /// The database (flushed before the log is truncated).
+    pub db: sled::Db,
+    /// Snapshot files.
+    pub snaps: SnapFiles,
+    /// Waiting proposers.
+    pub proposals: Arc<Proposals>,
+    /// This member.
+    pub me: u64,
+    /// This cluster.
+    pub cluster_id: u64,
+    /// Entries between snapshots.
+    pub snapshot_count: u64,
+    /// Index of the last snapshot.
+    pub last_snapshot: u64,
+    /// To ask the node to truncate the log.
+    pub node: mpsc::Sender<Command>,
+    /// Published applied index.
+    pub applied: watch::Sender<AppliedIndex>,
+    /// Wakes the watch syncer.
+    pub syncer: Arc<Notify>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// When the database size was last measured.
+    pub size_checked: Option<std::time::Instant>,
+}
+
+impl Applier {
+    /// Runs on the current thread until the task queue closes or a fatal error.
+    pub fn run(mut self, mut tasks: mpsc::UnboundedReceiver<ApplyTask>) -> Result<(), ApplyError> {
+        let mut next: Option<ApplyTask> = None;
+        loop {
+            let task = match next.take() {
+                Some(t) => t,
+                None => match tasks.blocking_recv() {
+                    Some(t) => t,
+                    None => return Ok(()),
+                },
+            };
+            match task {
+                ApplyTask::Entries(mut entries) => {
+                    // Apply everything queued in one go: one lock, one batch, one wake-up.
+                    loop {
+                        match tasks.try_recv() {
+                            Ok(ApplyTask::Entries(more)) => entries.extend(more),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply_entries(entries)?;
+                    self.maybe_snapshot()?;
+                }
+                ApplyTask::Restore { snapshot, done } => {
+                    let result = self.restore(snapshot);
+                    let failed = result.as_ref().err().map(|e| e.to_string());
+                    let _ = done.send(result);
+                    if let Some(e) = failed {
+                        tracing::error!(error = %e, "restoring a snapshot failed; stopping");
+                        return Ok(());
+                    }
+                }
+                ApplyTask::Export(reply) => {
+                    let _ = reply.send(self.export());
+                }
+                ApplyTask::Stop => return Ok(()),
+            }
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), ApplyError> {
+        let mut replies = Vec::new();
+        let mut sm = self.state.write();
+        for e in &entries {
+            if e.index <= sm.applied.index {
+                continue;
+            }
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                let batch =
+                    RequestBatch::decode(e.data.as_ref()).map_err(|err| ApplyError::BadEntry {
+                        index: e.index,
+                        reason: err.to_string(),
+                    })?;
+                for r in batch.requests {
+                    let Some(req) = r.request else { continue };
+                    let result = requests::apply(&mut sm.store, &req);
+                    if r.proposer == self.me {
+                        replies.push((r.id, result, e.term));
+                    }
+                }
+            } else if e.get_entry_type() != EntryType::EntryNormal {
+                tracing::warn!(
+                    index = e.index,
+                    "ignoring a configuration change entry: membership changes are not supported"
+                );
+            }
+            sm.applied = AppliedIndex {
+                index: e.index,
+                term: e.term,
+            };
+        }
+        let effects = sm.store.take_effects();
+        self.backend.persist(&effects, sm.applied, &sm.store)?;
+        let current = sm.store.revision();
+        sm.watchers.dispatch(&effects.changes, current);
+        let unsynced = sm.watchers.has_unsynced();
+        let applied = sm.applied;
+        drop(sm);
+        if unsynced {
+            self.syncer.notify_one();
+        }
+        self.metrics.applied_entries.inc_by(entries.len() as u64);
+        for (id, result, term) in replies {
+            let result = result
+                .map(|(response, revision)| Applied {
+                    response,
+                    revision,
+                    term,
+                })
+                .map_err(EtcdError::from);
+            self.proposals.complete(id, result);
+        }
+        self.applied.send_replace(applied);
+        if self
+            .size_checked
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.size_checked = Some(std::time::Instant::now());
+            self.metrics
+                .db_size_bytes
+                .set(self.db.size_on_disk().unwrap_or(0) as i64);
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), ApplyError> {
+        let applied = *self.applied.borrow();
+        if applied.index < self.last_snapshot + self.snapshot_count {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let data = self.export()?;
+        // The state must be on disk before the log that could rebuild it is discarded.
+        self.db.flush()?;
+        self.snaps.save(applied.index, applied.term, &data)?;
+        self.last_snapshot = applied.index;
+        tracing::info!(
+            index = applied.index,
+            bytes = data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "saved a state-machine snapshot"
+        );
+        let _ = self.node.blocking_send(Command::Compact(applied.index));
+        Ok(())
+    }
+
+    fn export(&self) -> Result<Vec<u8>, ApplyError> {
+        let sm = self.state.read();
+        Ok(snapshot::encode(
+            &self.backend,
+            self.cluster_id,
+            sm.applied,
+            sm.store.revision(),
+            sm.store.compacted_revision(),
+        )?)
+    }
+
+    fn restore(&mut self, snap: Snapshot) -> Result<(), ApplyError> {
+        let meta = snap.get_metadata();
+        let decoded = snapshot::decode(&snap.data)?;
+        if decoded.header.cluster_id != self.cluster_id {
+            return Err(ApplyError::ForeignSnapshot {
+                found: decoded.header.cluster_id,
+                want: self.cluster_id,
+            });
+        }
+        let applied = AppliedIndex {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.backend.replace(
+            &decoded.leases,
+            &decoded.revisions,
+            applied,
+            decoded.header.revision,
+            decoded.header.compacted_revision,
+        )?;
+        self.db.flush()?;
+        self.snaps.save(meta.index, meta.term, &snap.data)?;
+        self.last_snapshot = meta.index;
+        let (store, loaded) = self.backend.load()?;
+        let mut sm = self.state.write();
+        sm.store = store;
+        sm.applied = loaded;
+        sm.watchers.unsync_all();
+        drop(sm);
+        self.syncer.notify_one();
+        self.applied.send_replace(loaded);
+        tracing::info!(
+            index = meta.index,
+            revision = decoded.header.revision,
+            "state machine restored from snapshot"
+        );
+        Ok(())
+    }
+}
