@@ -1,0 +1,10 @@
+//! Command-line front ends. `cli` only parses flags and calls the component crates'
+//! `run(config, shutdown)`; everything else lives in those crates.
+//!
+//! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
+//! - [`signals`]: SIGTERM/SIGINT as a shutdown future
+//! - [`logging`]: the tracing subscriber every daemon uses
+
+pub mod etcd;
+pub mod logging;
+pub mod signals;
