@@ -78,8 +78,10 @@ pub struct Applier {
     pub state: Arc<StateMachine>,
     /// Its persistence.
     pub backend: Backend,
-    /// The database (flushed before the log is truncated).
+    /// The state machine's database (flushed before the log is truncated).
     pub db: sled::Db,
+    /// The raft log's database (only measured here, for the size metric).
+    pub log_db: sled::Db,
     /// Snapshot files.
     pub snaps: SnapFiles,
     /// Waiting proposers.
@@ -209,7 +211,7 @@ impl Applier {
             self.size_checked = Some(std::time::Instant::now());
             self.metrics
                 .db_size_bytes
-                .set(self.db.size_on_disk().unwrap_or(0) as i64);
+                .set(crate::member::db_size(&[&self.db, &self.log_db]) as i64);
         }
         Ok(())
     }

@@ -2,7 +2,10 @@
 //! so that a member never runs on a directory that is corrupt, belongs to another member or
 //! cluster, or is not ours at all. It is never silently re-initialised.
 //!
-//! Layout: `<data-dir>/member/{FORMAT, db/ (sled), snap/ (state-machine snapshots)}`.
+//! Layout: `<data-dir>/member/{FORMAT, IDENTITY, raft/, state/, snap/}`: the member's
+//! identity (checksummed), two sled databases — the raft log, fsynced before every
+//! acknowledgement, and the state machine, flushed lazily because the log can always
+//! rebuild it — and state-machine snapshots.
 
 use std::fs;
 use std::io;
@@ -16,8 +19,8 @@ use flotilla_proto::etcdserverpb::Member;
 use crate::config::EtcdConfig;
 
 const FORMAT_FILE: &str = "FORMAT";
-const FORMAT: &str = "etcd-lite data directory, format 1\n";
-const IDENTITY_KEY: &[u8] = b"identity";
+const FORMAT: &str = "etcd-lite data directory, format 2\n";
+const IDENTITY_FILE: &str = "IDENTITY";
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +75,10 @@ pub enum DataDirError {
 
 /// An opened, verified data directory.
 pub struct DataDir {
-    /// The database holding the raft log and the state machine.
-    pub db: sled::Db,
+    /// The database holding the raft log and the member's identity.
+    pub raft_db: sled::Db,
+    /// The database holding the state machine.
+    pub state_db: sled::Db,
     /// Where state-machine snapshots are kept.
     pub snap_dir: PathBuf,
     /// Who this directory belongs to.
@@ -95,6 +100,7 @@ fn open_db(path: &Path) -> Result<sled::Db, DataDirError> {
         .path(path)
         // Values live in the in-memory MVCC index; sled's cache only needs the hot log tail.
         .cache_capacity(64 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|source| match source {
             sled::Error::Corruption { .. } => DataDirError::Corrupt {
@@ -184,19 +190,14 @@ fn create(cfg: &EtcdConfig, member: &Path) -> Result<(), DataDirError> {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "removing a half-created directory"))?;
     }
     fs::create_dir_all(tmp.join("snap")).map_err(io_err(&tmp, "creating"))?;
-    {
-        let db = open_db(&tmp.join("db"))?;
-        let meta = db.open_tree("meta").map_err(|source| DataDirError::Open {
-            path: tmp.clone(),
-            source,
-        })?;
-        meta.insert(IDENTITY_KEY, identity_for(cfg).encode_to_vec())
-            .and_then(|_| db.flush())
-            .map_err(|source| DataDirError::Open {
-                path: tmp.clone(),
-                source,
-            })?;
-    }
+    // A plain file, not a sled record: sled releases its file lock only when its background
+    // threads let go, which would race with reopening the database right after the rename.
+    let identity = tmp.join(IDENTITY_FILE);
+    let body = identity_for(cfg).encode_to_vec();
+    let mut record = crc32fast::hash(&body).to_be_bytes().to_vec();
+    record.extend_from_slice(&body);
+    fs::write(&identity, record).map_err(io_err(&identity, "writing"))?;
+    fsync_file(&identity)?;
     let format = tmp.join(FORMAT_FILE);
     fs::write(&format, FORMAT).map_err(io_err(&format, "writing"))?;
     fsync_file(&format)?;
@@ -223,33 +224,43 @@ fn open_existing(root: &Path, member: &Path) -> Result<DataDir, DataDirError> {
         }
         Err(e) => return Err(io_err(&format, "reading")(e)),
     }
-    let db = open_db(&member.join("db"))?;
-    let meta = db.open_tree("meta").map_err(|source| DataDirError::Open {
-        path: member.to_path_buf(),
-        source,
-    })?;
-    let raw = meta
-        .get(IDENTITY_KEY)
-        .map_err(|source| DataDirError::Open {
-            path: member.to_path_buf(),
-            source,
-        })?
-        .ok_or_else(|| DataDirError::Corrupt {
-            path: root.to_path_buf(),
-            reason: "the member identity record is missing".into(),
-        })?;
-    let identity = DataDirIdentity::decode(raw.as_ref()).map_err(|e| DataDirError::Corrupt {
-        path: root.to_path_buf(),
-        reason: format!("the member identity record does not decode: {e}"),
-    })?;
+    let identity = read_identity(root, &member.join(IDENTITY_FILE))?;
+    let db = open_db(&member.join("raft"))?;
+    let state_db = open_db(&member.join("state"))?;
     let snap_dir = member.join("snap");
     fs::create_dir_all(&snap_dir).map_err(io_err(&snap_dir, "creating"))?;
     Ok(DataDir {
-        db,
+        raft_db: db,
+        state_db,
         snap_dir,
         identity,
         fresh: false,
     })
+}
+
+fn read_identity(root: &Path, path: &Path) -> Result<DataDirIdentity, DataDirError> {
+    let corrupt = |reason: String| DataDirError::Corrupt {
+        path: root.to_path_buf(),
+        reason,
+    };
+    let raw = match fs::read(path) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(corrupt("the member identity file is missing".into()));
+        }
+        Err(e) => return Err(io_err(path, "reading")(e)),
+    };
+    if raw.len() < 4 {
+        return Err(corrupt("the member identity file is truncated".into()));
+    }
+    let (crc, body) = raw.split_at(4);
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return Err(corrupt(
+            "the member identity file fails its checksum".into(),
+        ));
+    }
+    DataDirIdentity::decode(body)
+        .map_err(|e| corrupt(format!("the member identity file does not decode: {e}")))
 }
 
 /// Flushes a file's contents to disk.
@@ -321,18 +332,21 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_identity_is_corruption() {
+    fn a_damaged_or_missing_identity_is_corruption() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let c = cfg(tmp.path(), "m1", "t");
-        {
-            let d = open(&c).expect("create");
-            d.db.open_tree("meta")
-                .expect("tree")
-                .clear()
-                .expect("clear");
-            d.db.flush().expect("flush");
-        }
+        drop(open(&c).expect("create"));
+        let identity = tmp.path().join("member").join(IDENTITY_FILE);
+        let mut raw = fs::read(&identity).expect("identity");
+        raw[6] ^= 0x40;
+        fs::write(&identity, raw).expect("damage");
         let err = open(&c).err().expect("refused");
-        assert!(err.to_string().contains("corrupt"), "{err}");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        fs::remove_file(&identity).expect("remove");
+        let err = open(&c).err().expect("refused");
+        assert!(
+            err.to_string().contains("identity file is missing"),
+            "{err}"
+        );
     }
 }

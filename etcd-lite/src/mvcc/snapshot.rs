@@ -59,7 +59,7 @@ pub fn encode(
         revision,
         compacted_revision: compacted,
     };
-    let mut out = Vec::with_capacity(backend.tree().len() * 64);
+    let mut out = Vec::with_capacity(backend.approximate_len() * 64);
     header
         .encode_length_delimited(&mut out)
         .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;

@@ -3,8 +3,11 @@
 //! the HTTP/2 `:authority`. Go's gRPC server ignores it; the Rust HTTP/2 stack rejects the
 //! request as malformed. This layer sits between the socket and the HTTP/2 server, decodes
 //! each request header block (HPACK) and re-encodes it with the URL's scheme stripped from
-//! the authority. Everything else passes through untouched; a connection that does not
-//! start with the HTTP/2 preface (plain HTTP/1.1 for `/metrics`) is not inspected at all.
+//! the authority. A client sends one authority per connection, so the first header block
+//! decides: if it is fine, the connection is passed through untouched from then on (and the
+//! block itself is forwarded as received); otherwise every block of the connection is
+//! rewritten. A connection that does not start with the HTTP/2 preface (plain HTTP/1.1 for
+//! `/metrics`) is not inspected at all.
 
 use std::io;
 use std::pin::Pin;
@@ -32,6 +35,8 @@ enum Mode {
 
 /// A header block being collected across HEADERS and CONTINUATION frames.
 struct Block {
+    /// The frames exactly as received, forwarded when nothing needs fixing.
+    original: BytesMut,
     stream_id: u32,
     flags: u8,
     priority: Option<[u8; 5]>,
@@ -46,6 +51,9 @@ pub struct AuthorityFix<T> {
     ready: BytesMut,
     block: Option<Block>,
     decoder: Decoder<'static>,
+    /// Set once a block needed fixing: the server's HPACK table then no longer mirrors the
+    /// client's, so every later block must be re-encoded too.
+    rewrite: bool,
     eof: bool,
 }
 
@@ -59,6 +67,7 @@ impl<T> AuthorityFix<T> {
             ready: BytesMut::with_capacity(16 * 1024),
             block: None,
             decoder: Decoder::new(),
+            rewrite: false,
             eof: false,
         }
     }
@@ -106,10 +115,8 @@ impl<T> AuthorityFix<T> {
                             & 0x7fff_ffff;
                     let frame = self.raw.split_to(FRAME_HEADER + len);
                     match kind {
-                        HEADERS => self.start_block(stream_id, flags, &frame[FRAME_HEADER..])?,
-                        CONTINUATION => {
-                            self.continue_block(stream_id, flags, &frame[FRAME_HEADER..])?
-                        }
+                        HEADERS => self.start_block(stream_id, flags, &frame)?,
+                        CONTINUATION => self.continue_block(stream_id, flags, &frame)?,
                         _ if self.block.is_some() => {
                             return Err(protocol(
                                 "a header block was interrupted by another frame",
@@ -122,8 +129,8 @@ impl<T> AuthorityFix<T> {
         }
     }
 
-    fn start_block(&mut self, stream_id: u32, flags: u8, payload: &[u8]) -> io::Result<()> {
-        let mut p = payload;
+    fn start_block(&mut self, stream_id: u32, flags: u8, frame: &[u8]) -> io::Result<()> {
+        let mut p = &frame[FRAME_HEADER..];
         let mut pad = 0usize;
         if flags & PADDED != 0 {
             pad = *p
@@ -148,6 +155,7 @@ impl<T> AuthorityFix<T> {
             )
             .ok_or_else(|| protocol("bad padding"))?;
         self.block = Some(Block {
+            original: BytesMut::from(frame),
             stream_id,
             flags: flags & !(PADDED | PRIORITY | END_HEADERS),
             priority,
@@ -159,13 +167,14 @@ impl<T> AuthorityFix<T> {
         Ok(())
     }
 
-    fn continue_block(&mut self, stream_id: u32, flags: u8, payload: &[u8]) -> io::Result<()> {
+    fn continue_block(&mut self, stream_id: u32, flags: u8, frame: &[u8]) -> io::Result<()> {
         let block = self
             .block
             .as_mut()
             .filter(|b| b.stream_id == stream_id)
             .ok_or_else(|| protocol("CONTINUATION without a HEADERS frame"))?;
-        block.fragment.extend_from_slice(payload);
+        block.original.extend_from_slice(frame);
+        block.fragment.extend_from_slice(&frame[FRAME_HEADER..]);
         if flags & END_HEADERS != 0 {
             self.finish_block()?;
         }
@@ -180,10 +189,13 @@ impl<T> AuthorityFix<T> {
         };
         let mut encoded = Vec::with_capacity(block.fragment.len() * 2);
         let mut result = Ok(());
+        let mut fixed = false;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
                 let value = if name.as_ref() == b":authority" {
-                    fix_authority(&value)
+                    let v = fix_authority(&value);
+                    fixed |= v.as_slice() != value.as_ref();
+                    v
                 } else {
                     value.into_owned()
                 };
@@ -193,6 +205,13 @@ impl<T> AuthorityFix<T> {
             })
             .map_err(|e| protocol(&format!("undecodable header block: {e:?}")))?;
         result?;
+        if !fixed && !self.rewrite {
+            // The client's authority is fine: hand its bytes on and stop inspecting.
+            self.ready.extend_from_slice(&block.original);
+            self.mode = Mode::Passthrough;
+            return Ok(());
+        }
+        self.rewrite = true;
         let mut payload = BytesMut::new();
         if let Some(p) = block.priority {
             payload.extend_from_slice(&p);
@@ -396,5 +415,31 @@ mod tests {
     fn plain_authorities_are_kept() {
         assert_eq!(fix_authority(b"127.0.0.1:2379"), b"127.0.0.1:2379".to_vec());
         assert_eq!(fix_authority(b"http://h:1/x"), b"h:1".to_vec());
+    }
+}
+
+#[cfg(test)]
+mod passthrough_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_connection_with_a_valid_authority_is_forwarded_byte_for_byte() {
+        let mut enc = loona_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        for stream in [1u32, 3] {
+            let block = enc.encode([
+                (&b":method"[..], &b"POST"[..]),
+                (b":authority", b"127.0.0.1:2379"),
+            ]);
+            input.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+            input.extend_from_slice(&[HEADERS, END_HEADERS]);
+            input.extend_from_slice(&stream.to_be_bytes());
+            input.extend_from_slice(&block);
+        }
+        let mut fix = AuthorityFix::new(&input[..]);
+        let mut out = Vec::new();
+        fix.read_to_end(&mut out).await.expect("read");
+        assert_eq!(out, input);
     }
 }
