@@ -183,8 +183,8 @@ impl Applier {
             };
         }
         let effects = sm.store.take_effects();
-        self.backend.persist(&effects, sm.applied, &sm.store)?;
         let current = sm.store.revision();
+        let compacted = sm.store.compacted_revision();
         sm.watchers.dispatch(&effects.changes, current);
         let unsynced = sm.watchers.has_unsynced();
         let applied = sm.applied;
@@ -204,6 +204,10 @@ impl Applier {
             self.proposals.complete(id, result);
         }
         self.applied.send_replace(applied);
+        // Clients and watchers are answered first: the raft log already makes the entries
+        // durable, and after a crash the state database is caught up from it.
+        self.backend
+            .persist(&effects, applied, current, compacted)?;
         if self
             .size_checked
             .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))

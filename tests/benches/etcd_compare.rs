@@ -4,7 +4,11 @@
 //! `cargo bench -p flotilla-cli --bench etcd_compare`, tuned by environment variables:
 //! - `BENCH_SECONDS` (3): measured duration of each workload, after `BENCH_WARMUP_MS` (500).
 //! - `BENCH_FLAVOURS` (`etcd,lite`), `BENCH_MEMBERS` (`1,3`), `BENCH_CLIENTS` (`1,16,64,256`).
-//! - `BENCH_WORKLOADS` (`put,get-lin,get-ser,cas,watch`), `BENCH_KEYS` (10000).
+//! - `BENCH_WORKLOADS` (`put,get-lin,get-ser,cas,watch,watch-paced`), `BENCH_KEYS` (10000).
+//! - `BENCH_WATCH_RATE` (1000): total puts per second in `watch-paced`, which measures
+//!   delivery latency the way etcd's `benchmark watch-latency` does (writes at a fixed rate,
+//!   latency from sending the put to receiving its event); `watch` writes flat out and
+//!   measures delivery throughput.
 //! - `BENCH_DIR`: where the data dirs go (the system temp dir by default). Both flavours use
 //!   the same disk and fsync as they would in production: no unsafe durability flags.
 //!
@@ -106,15 +110,17 @@ enum Workload {
     GetSerializable,
     Cas,
     Watch,
+    WatchPaced,
 }
 
 impl Workload {
-    const ALL: [Workload; 5] = [
+    const ALL: [Workload; 6] = [
         Workload::Put,
         Workload::GetLinearizable,
         Workload::GetSerializable,
         Workload::Cas,
         Workload::Watch,
+        Workload::WatchPaced,
     ];
 
     fn parse(name: &str) -> Result<Self, String> {
@@ -122,7 +128,7 @@ impl Workload {
             .into_iter()
             .find(|w| w.name() == name || w.key() == name)
             .ok_or_else(|| {
-                format!("unknown workload {name:?} (want put, get-lin, get-ser, cas, watch)")
+                format!("unknown workload {name:?} (want put, get-lin, get-ser, cas, watch, watch-paced)")
             })
     }
 
@@ -133,6 +139,7 @@ impl Workload {
             Workload::GetSerializable => "get-ser",
             Workload::Cas => "cas",
             Workload::Watch => "watch",
+            Workload::WatchPaced => "watch-paced",
         }
     }
 
@@ -141,6 +148,7 @@ impl Workload {
         match self {
             Workload::GetLinearizable => "get_lin",
             Workload::GetSerializable => "get_ser",
+            Workload::WatchPaced => "watch_paced",
             other => other.name(),
         }
     }
@@ -155,6 +163,7 @@ struct Config {
     clients: Vec<usize>,
     workloads: Vec<Workload>,
     keys: usize,
+    watch_rate: f64,
     base_dir: Option<PathBuf>,
 }
 
@@ -163,6 +172,10 @@ impl Config {
         let seconds: f64 = env_value("BENCH_SECONDS", 3.0)?;
         let warmup_ms: u64 = env_value("BENCH_WARMUP_MS", 500)?;
         let keys: usize = env_value("BENCH_KEYS", 10_000)?;
+        let watch_rate: f64 = env_value("BENCH_WATCH_RATE", 1000.0)?;
+        if !(watch_rate.is_finite() && watch_rate > 0.0) {
+            return Err("BENCH_WATCH_RATE must be positive".into());
+        }
         if !(seconds.is_finite() && seconds > 0.0) || keys == 0 {
             return Err("BENCH_SECONDS and BENCH_KEYS must be positive".into());
         }
@@ -174,10 +187,11 @@ impl Config {
             clients: env_list("BENCH_CLIENTS", "1,16,64,256", parse_positive)?,
             workloads: env_list(
                 "BENCH_WORKLOADS",
-                "put,get-lin,get-ser,cas,watch",
+                "put,get-lin,get-ser,cas,watch,watch-paced",
                 Workload::parse,
             )?,
             keys,
+            watch_rate,
             base_dir: std::env::var_os("BENCH_DIR").map(PathBuf::from),
         };
         Ok(config)
@@ -318,7 +332,8 @@ async fn bench_cluster(
                 window: Window::after(config.warmup, config.seconds),
             };
             let outcome = match workload {
-                Workload::Watch => run.watch().await,
+                Workload::Watch => run.watch(None).await,
+                Workload::WatchPaced => run.watch(Some(config.watch_rate)).await,
                 kv => run.kv(kv).await,
             };
             match outcome {
@@ -619,8 +634,9 @@ impl Run<'_> {
     }
 
     /// One watcher on the watch prefix, on the last member; writers on member 0, so in a
-    /// 3-member cluster every event crosses replication before it is delivered.
-    async fn watch(&self) -> Result<Row, String> {
+    /// 3-member cluster every event crosses replication before it is delivered. With a
+    /// `rate`, the writers together put that many keys per second; without, flat out.
+    async fn watch(&self, rate: Option<f64>) -> Result<Row, String> {
         let epoch = Instant::now();
         let window = self.window;
         let endpoint = self.cluster.endpoint(self.cluster.size() - 1);
@@ -633,7 +649,15 @@ impl Run<'_> {
         let writers: Vec<_> = (0..self.clients)
             .map(|c| {
                 let kv = KvClient::new(channels[c % channels.len()].clone());
-                tokio::spawn(watch_writer(c, kv, self.shared.clone(), window, epoch))
+                let pace = rate.map(|r| Duration::from_secs_f64(self.clients as f64 / r));
+                tokio::spawn(watch_writer(
+                    c,
+                    kv,
+                    self.shared.clone(),
+                    window,
+                    epoch,
+                    pace,
+                ))
             })
             .collect();
         let mut written = Stats::new();
@@ -646,16 +670,23 @@ impl Run<'_> {
             .delivered
             .await
             .map_err(|_| "the watcher thread died".to_string())??;
-        Ok(self.watch_row(&written, &delivered))
+        let workload = if rate.is_some() {
+            Workload::WatchPaced
+        } else {
+            Workload::Watch
+        };
+        Ok(self.watch_row(workload, &written, &delivered))
     }
 
-    fn watch_row(&self, written: &Stats, delivered: &Delivered) -> Row {
+    fn watch_row(&self, workload: Workload, written: &Stats, delivered: &Delivered) -> Row {
         let missing = written.ops.saturating_sub(delivered.stats.ops);
-        let mut row = self.row(Workload::Watch, &delivered.stats);
+        let mut row = self.row(workload, &delivered.stats);
         row.errors = written.errors + missing;
         let mut note = format!(
-            "writes/s={:.0} events={} missing={missing}",
+            "writes/s={:.0} put-p50/p99={}/{}ms events={} missing={missing}",
             written.ops as f64 / self.window.seconds(),
+            format_ms(written.percentile_ms(0.50)),
+            format_ms(written.percentile_ms(0.99)),
             delivered.stats.ops
         );
         if !delivered.drained {
@@ -733,7 +764,7 @@ async fn kv_op(
             })
         }
         Workload::Cas => cas(kv, shared, index).await,
-        Workload::Watch => Err("watch is not a KV workload".into()),
+        Workload::Watch | Workload::WatchPaced => Err("watch is not a KV workload".into()),
     }
 }
 
@@ -922,11 +953,20 @@ async fn watch_writer(
     shared: Arc<Shared>,
     window: Window,
     epoch: Instant,
+    pace: Option<Duration>,
 ) -> Stats {
     let mut rng = SmallRng::seed_from_u64(id as u64);
     let mut stats = Stats::new();
     let padding = &shared.value[..VALUE_SIZE - STAMP_DIGITS];
+    let mut ticker = pace.map(|p| {
+        let mut t = tokio::time::interval(p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     while Instant::now() < window.end {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
         let key = format!("w{:07}", rng.random_range(0..shared.keys.len()));
         let sent = Instant::now();
         let mut value =
@@ -1082,18 +1122,26 @@ fn result_line(config: &Config, rows: &[Row]) -> String {
         fields.push(format!("lite_{name}_{suffix}_p99_ms={}", ms(lite)));
         fields.push(format!("etcd_{name}_{suffix}_p99_ms={}", ms(etcd)));
     }
+    // Delivery latency at a fixed write rate (etcd's watch-latency method), then delivery
+    // throughput with writers flat out.
+    let (lite, etcd) = (
+        get(Store::Lite, Workload::WatchPaced),
+        get(Store::Etcd, Workload::WatchPaced),
+    );
+    let p50 = |row: Option<&&Row>| row.map_or("NA".into(), |r| number_or_na(r.p50_ms));
+    fields.push(format!("watch_rate={}", config.watch_rate));
+    fields.push(format!("watch_p50_ms={}", p50(lite)));
+    fields.push(format!("watch_p99_ms={}", ms(lite)));
+    fields.push(format!("etcd_watch_p50_ms={}", p50(etcd)));
+    fields.push(format!("etcd_watch_p99_ms={}", ms(etcd)));
     let (lite, etcd) = (
         get(Store::Lite, Workload::Watch),
         get(Store::Etcd, Workload::Watch),
     );
-    fields.push(format!(
-        "watch_p50_ms={}",
-        lite.map_or("NA".into(), |r| number_or_na(r.p50_ms))
-    ));
-    fields.push(format!("watch_p99_ms={}", ms(lite)));
-    fields.push(format!("watch_events_s={}", ops(lite)));
-    fields.push(format!("etcd_watch_p99_ms={}", ms(etcd)));
-    fields.push(format!("etcd_watch_events_s={}", ops(etcd)));
+    fields.push(format!("watch_flat_out_events_s={}", ops(lite)));
+    fields.push(format!("watch_flat_out_p99_ms={}", ms(lite)));
+    fields.push(format!("etcd_watch_flat_out_events_s={}", ops(etcd)));
+    fields.push(format!("etcd_watch_flat_out_p99_ms={}", ms(etcd)));
     format!("RESULT {}", fields.join(" "))
 }
 

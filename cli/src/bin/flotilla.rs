@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use flotilla_cli::{etcd::EtcdArgs, logging, signals};
 
-/// The daemons allocate many small short-lived buffers (gRPC frames, raft messages);
-/// mimalloc spends about a third of the CPU glibc's allocator did on them.
+/// The daemons allocate many small short-lived buffers (gRPC frames, raft messages) across
+/// threads, the pattern mimalloc is built for.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -187,7 +187,8 @@ impl Backend {
         &self,
         effects: &Effects,
         applied: AppliedIndex,
-        store: &MvccStore,
+        revision: i64,
+        compacted: i64,
     ) -> Result<(), BackendError> {
         let mut batch = sled::Batch::default();
         for (id, ttl) in &effects.leases_granted {
@@ -211,8 +212,8 @@ impl Backend {
             self.drop_revisions(&effects.dropped, &mut batch)?;
         }
         batch.insert(META_APPLIED, &encode_applied(applied));
-        batch.insert(META_REVISION, &store.revision().to_be_bytes());
-        batch.insert(META_COMPACTED, &store.compacted_revision().to_be_bytes());
+        batch.insert(META_REVISION, &revision.to_be_bytes());
+        batch.insert(META_COMPACTED, &compacted.to_be_bytes());
         self.tree.apply_batch(batch)?;
         Ok(())
     }
@@ -342,7 +343,12 @@ mod tests {
             index += 1;
             let effects = store.take_effects();
             backend
-                .persist(&effects, AppliedIndex { index, term: 1 }, &store)
+                .persist(
+                    &effects,
+                    AppliedIndex { index, term: 1 },
+                    store.revision(),
+                    0,
+                )
                 .expect("persist");
         }
         apply(
@@ -362,7 +368,8 @@ mod tests {
                     index: index + 1,
                     term: 1,
                 },
-                &store,
+                store.revision(),
+                store.compacted_revision(),
             )
             .expect("persist");
         let (loaded, applied) = backend.load().expect("load");

@@ -158,7 +158,12 @@ mod tests {
         }
         let effects = store.take_effects();
         backend
-            .persist(&effects, AppliedIndex { index: 51, term: 2 }, &store)
+            .persist(
+                &effects,
+                AppliedIndex { index: 51, term: 2 },
+                store.revision(),
+                0,
+            )
             .expect("persist");
         (backend, store)
     }

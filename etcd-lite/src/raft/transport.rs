@@ -4,13 +4,15 @@
 //! reported back to raft.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::Stream;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use flotilla_proto::etcdlite::RaftBatch;
@@ -133,89 +135,68 @@ impl PeerSender {
         )
     }
 
-    async fn run(
-        self,
-        mut rx: mpsc::UnboundedReceiver<Message>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run(self, rx: mpsc::UnboundedReceiver<Message>, mut shutdown: watch::Receiver<bool>) {
         let Some(client) = self.client() else {
             return;
         };
+        let me = Arc::new(self);
+        let rx = Arc::new(Mutex::new(rx));
         let mut backoff = Duration::from_millis(50);
         loop {
-            let first = tokio::select! {
-                m = rx.recv() => m,
+            // The request stream pulls batches straight from the queue, so a message reaches
+            // the HTTP/2 connection without passing through another task.
+            let outbound = Batches {
+                sender: me.clone(),
+                client: client.clone(),
+                rx: rx.clone(),
+            };
+            let started = tokio::time::Instant::now();
+            let mut call = client.clone();
+            let result = tokio::select! {
+                r = call.send(outbound) => r,
                 _ = shutdown.changed() => return,
             };
-            let Some(first) = first else { return };
-            let (tx, stream_rx) = mpsc::channel::<RaftBatch>(32);
-            let mut stream_client = client.clone();
-            let mut call =
-                tokio::spawn(
-                    async move { stream_client.send(ReceiverStream::new(stream_rx)).await },
-                );
-            let mut next = Some(first);
-            let broken = loop {
-                if let Some(m) = next.take() {
-                    let batch = self.gather(m, &mut rx, &client);
-                    if !batch.messages.is_empty() && tx.send(batch).await.is_err() {
-                        break true;
-                    }
-                    backoff = Duration::from_millis(50);
-                }
-                tokio::select! {
-                    m = rx.recv() => match m {
-                        Some(m) => next = Some(m),
-                        None => return,
-                    },
-                    res = &mut call => {
-                        if let Ok(Err(status)) = &res {
-                            tracing::debug!(peer = self.to, %status, "raft stream to peer ended");
-                        }
-                        break true;
-                    }
-                    _ = shutdown.changed() => return,
-                }
-            };
-            if broken {
-                call.abort();
-                let _ = self.node.send(Command::Unreachable(self.to)).await;
-                // Messages queued while the peer was unreachable are stale; raft resends.
-                while rx.try_recv().is_ok() {}
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+            if let Err(status) = &result {
+                tracing::debug!(peer = me.to, %status, "raft stream to peer ended");
             }
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = Duration::from_millis(50);
+            }
+            let _ = me.node.send(Command::Unreachable(me.to)).await;
+            // Messages queued while the peer was unreachable are stale; raft resends. A
+            // dropped snapshot must be reported, or raft would wait for it forever.
+            let dropped_snapshot = {
+                let mut rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                let mut snapshot = false;
+                while let Ok(m) = rx.try_recv() {
+                    snapshot |= m.get_msg_type() == MessageType::MsgSnapshot;
+                }
+                snapshot
+            };
+            if dropped_snapshot {
+                let _ = me
+                    .node
+                    .send(Command::SnapshotStatus {
+                        to: me.to,
+                        ok: false,
+                    })
+                    .await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
-    /// Collects every queued message into one batch; snapshots are sent separately.
-    fn gather(
-        &self,
-        first: Message,
-        rx: &mut mpsc::UnboundedReceiver<Message>,
-        client: &RaftPeerClient<Channel>,
-    ) -> RaftBatch {
-        let mut batch = RaftBatch {
+    fn batch(&self) -> RaftBatch {
+        RaftBatch {
             cluster_id: self.cluster_id,
             from: self.me,
             to: self.to,
             messages: Vec::new(),
-        };
-        let mut m = Some(first);
-        while let Some(msg) = m.take() {
-            if msg.get_msg_type() == MessageType::MsgSnapshot {
-                self.send_snapshot(msg, client.clone());
-            } else if let Ok(bytes) = msg.write_to_bytes() {
-                batch.messages.push(bytes.into());
-            }
-            if batch.messages.len() < MAX_BATCH_MESSAGES {
-                m = rx.try_recv().ok();
-            }
         }
-        batch
     }
 
     fn send_snapshot(&self, msg: Message, mut client: RaftPeerClient<Channel>) {
@@ -235,5 +216,46 @@ impl PeerSender {
             tracing::info!(peer = to, ok, "sent snapshot to peer");
             let _ = node.send(Command::SnapshotStatus { to, ok }).await;
         });
+    }
+}
+
+/// The request stream of one connection to a peer: each item is every message queued at
+/// the moment it is polled (snapshots excepted: they go by a separate call).
+struct Batches {
+    sender: Arc<PeerSender>,
+    client: RaftPeerClient<Channel>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Message>>>,
+}
+
+impl Stream for Batches {
+    type Item = RaftBatch;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RaftBatch>> {
+        let this = self.get_mut();
+        let mut rx = this.rx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = this.sender.batch();
+        loop {
+            let msg = if batch.messages.is_empty() {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => m,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            };
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                this.sender.send_snapshot(msg, this.client.clone());
+            } else if let Ok(bytes) = msg.write_to_bytes() {
+                batch.messages.push(bytes.into());
+                if batch.messages.len() >= MAX_BATCH_MESSAGES {
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Some(batch))
     }
 }
