@@ -38,6 +38,11 @@ async fn bind_any() -> TcpListener {
 impl InProcCluster {
     /// Starts `n` members and waits for a leader.
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` members whose configuration `tweak` adjusts, and waits for a leader.
+    pub async fn start_with(n: usize, tweak: impl Fn(&mut EtcdConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut client = Vec::new();
         let mut peer = Vec::new();
@@ -70,6 +75,10 @@ impl InProcCluster {
                 heartbeat_interval: Duration::from_millis(50),
                 election_timeout: Duration::from_millis(500),
                 ..Default::default()
+            })
+            .map(|mut c| {
+                tweak(&mut c);
+                c
             })
             .collect();
         let ids = configs[0].member_ids();
