@@ -44,7 +44,7 @@ use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
 use crate::server::watch::{WatchService, run_syncer};
-use crate::server::{Shared, SharedParts, http};
+use crate::server::{Shared, http};
 use crate::state::StateMachine;
 
 /// gRPC framing allowance above --max-request-bytes, as etcd allows.
@@ -215,7 +215,7 @@ impl Member {
         let faults = Arc::new(PeerFaults::default());
         let lessor = Arc::new(Lessor::new(status.clone(), state.clone()));
 
-        let shared = Shared::new(SharedParts {
+        let shared = Arc::new(Shared {
             member_id: me,
             name: identity.member_name.clone(),
             cluster_id,
@@ -234,6 +234,7 @@ impl Member {
             min_lease_ttl: min_lease_ttl(&cfg),
             request_timeout: Duration::from_secs(5) + cfg.election_timeout * 2,
             progress_interval: cfg.watch_progress_notify_interval,
+            peer_clients: Default::default(),
         });
 
         let peers = identity

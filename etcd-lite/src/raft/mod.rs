@@ -1,12 +1,14 @@
 //! Consensus: raft-rs driven through `RawNode`, with the log in sled and peers over gRPC.
 //!
 //! - [`node`]: the actor that owns `RawNode` and runs the Ready loop
-//! - [`storage`]: the raft log, hard state and conf state (raft-rs `Storage`)
+//! - [`storage`]: the raft log, hard state and conf state (raft-rs `Storage`), with
+//!   [`entry_cache`] holding its tail in memory
 //! - [`snapfiles`]: state-machine snapshots on disk
 //! - [`transport`] / [`peer_service`]: raft messages between members
 //! - [`proposals`] / [`read_index`]: clients waiting on writes and linearizable reads
 //! - [`logger`]: raft-rs's slog output into tracing
 
+pub mod entry_cache;
 pub mod logger;
 pub mod node;
 pub mod peer_service;

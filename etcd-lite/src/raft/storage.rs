@@ -4,23 +4,17 @@
 //! then flushes (fsync) before anything that depends on them leaves the member. The tail of
 //! the log is cached in memory because leaders read it back for every append they send.
 
-use std::collections::VecDeque;
-
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use super::entry_cache::EntryCache;
 use super::snapfiles::SnapFiles;
 
 const ENTRY: u8 = b'e';
 const HARD_STATE: &[u8] = b"h";
 const CONF_STATE: &[u8] = b"c";
 const TRUNCATED: &[u8] = b"t";
-
-/// Most entries kept in the in-memory tail cache.
-const CACHE_ENTRIES: usize = 16 * 1024;
-/// Most bytes kept in the in-memory tail cache.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why the raft log could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +47,7 @@ pub struct RaftLog {
     /// Index and term of the last entry discarded by compaction or replaced by a snapshot.
     truncated: (u64, u64),
     last_index: u64,
-    cache: VecDeque<Entry>,
-    cache_bytes: usize,
+    cache: EntryCache,
     snaps: SnapFiles,
 }
 
@@ -123,8 +116,7 @@ impl RaftLog {
             conf_state,
             truncated,
             last_index,
-            cache: VecDeque::new(),
-            cache_bytes: 0,
+            cache: EntryCache::default(),
             snaps,
         };
         log.check_contiguous()?;
@@ -179,25 +171,15 @@ impl RaftLog {
         for stale in first.index..=self.last_index {
             batch.remove(&entry_key(stale));
         }
-        while self.cache.back().is_some_and(|e| e.index >= first.index) {
-            if let Some(e) = self.cache.pop_back() {
-                self.cache_bytes -= e.compute_size() as usize;
-            }
-        }
+
         for e in entries {
             let bytes = e
                 .write_to_bytes()
                 .map_err(|e| LogError::Corrupt(e.to_string()))?;
             batch.insert(&entry_key(e.index), bytes);
-            self.cache_bytes += e.compute_size() as usize;
-            self.cache.push_back(e.clone());
         }
+        self.cache.append(entries);
         self.last_index = entries[entries.len() - 1].index;
-        while self.cache.len() > CACHE_ENTRIES || self.cache_bytes > CACHE_BYTES {
-            if let Some(e) = self.cache.pop_front() {
-                self.cache_bytes -= e.compute_size() as usize;
-            }
-        }
         Ok(())
     }
 
@@ -272,11 +254,7 @@ impl RaftLog {
         batch.insert(TRUNCATED, &truncation_record(index, term));
         self.tree.apply_batch(batch)?;
         self.truncated = (index, term);
-        while self.cache.front().is_some_and(|e| e.index <= index) {
-            if let Some(e) = self.cache.pop_front() {
-                self.cache_bytes -= e.compute_size() as usize;
-            }
-        }
+        self.cache.evict_through(index);
         Ok(())
     }
 
@@ -290,7 +268,6 @@ impl RaftLog {
             batch.remove(&entry_key(idx));
         }
         self.cache.clear();
-        self.cache_bytes = 0;
         self.truncated = (meta.index, meta.term);
         self.last_index = meta.index;
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
@@ -326,15 +303,10 @@ impl RaftLog {
         if idx > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        if let Some(e) = self.cached(idx) {
+        if let Some(e) = self.cache.get(idx) {
             return Ok(e.term);
         }
         self.read_entry(idx).map(|e| e.term)
-    }
-
-    fn cached(&self, idx: u64) -> Option<&Entry> {
-        let first = self.cache.front()?.index;
-        self.cache.get(idx.checked_sub(first)? as usize)
     }
 
     fn read_entry(&self, idx: u64) -> raft::Result<Entry> {
@@ -377,10 +349,10 @@ impl raft::Storage for RaftLog {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let mut out = Vec::with_capacity((high - low) as usize);
-        let cache_first = self.cache.front().map(|e| e.index);
+        let cache_first = self.cache.first_index();
         if cache_first.is_some_and(|f| low >= f) {
             for idx in low..high {
-                match self.cached(idx) {
+                match self.cache.get(idx) {
                     Some(e) => out.push(e.clone()),
                     None => return Err(raft::Error::Store(StorageError::Unavailable)),
                 }

@@ -76,76 +76,11 @@ pub struct Shared {
     pub request_timeout: Duration,
     /// Interval of watch progress notifications.
     pub progress_interval: Duration,
-    /// Peer clients by member ID, for forwarding to the leader.
-    peer_clients: Mutex<HashMap<u64, RaftPeerClient<Channel>>>,
-}
-
-/// Everything needed to build [`Shared`].
-pub struct SharedParts {
-    /// See [`Shared::member_id`].
-    pub member_id: u64,
-    /// See [`Shared::name`].
-    pub name: String,
-    /// See [`Shared::cluster_id`].
-    pub cluster_id: u64,
-    /// See [`Shared::members`].
-    pub members: Vec<Member>,
-    /// See [`Shared::client_urls`].
-    pub client_urls: Vec<String>,
-    /// See [`Shared::node`].
-    pub node: mpsc::Sender<Command>,
-    /// See [`Shared::status`].
-    pub status: tokio_watch::Receiver<RaftStatus>,
-    /// See [`Shared::applied`].
-    pub applied: tokio_watch::Receiver<AppliedIndex>,
-    /// See [`Shared::state`].
-    pub state: Arc<StateMachine>,
-    /// See [`Shared::lessor`].
-    pub lessor: Arc<Lessor>,
-    /// See [`Shared::syncer`].
-    pub syncer: Arc<Notify>,
-    /// See [`Shared::metrics`].
-    pub metrics: Arc<Metrics>,
-    /// See [`Shared::applier`].
-    pub applier: mpsc::UnboundedSender<crate::apply::ApplyTask>,
-    /// See [`Shared::max_request_bytes`].
-    pub max_request_bytes: usize,
-    /// See [`Shared::max_txn_ops`].
-    pub max_txn_ops: usize,
-    /// See [`Shared::min_lease_ttl`].
-    pub min_lease_ttl: i64,
-    /// See [`Shared::request_timeout`].
-    pub request_timeout: Duration,
-    /// See [`Shared::progress_interval`].
-    pub progress_interval: Duration,
+    /// Peer clients by member ID, for forwarding to the leader (built on first use).
+    pub peer_clients: Mutex<HashMap<u64, RaftPeerClient<Channel>>>,
 }
 
 impl Shared {
-    /// Builds the shared handles.
-    pub fn new(p: SharedParts) -> Arc<Self> {
-        Arc::new(Shared {
-            member_id: p.member_id,
-            name: p.name,
-            cluster_id: p.cluster_id,
-            members: p.members,
-            client_urls: p.client_urls,
-            node: p.node,
-            status: p.status,
-            applied: p.applied,
-            state: p.state,
-            lessor: p.lessor,
-            syncer: p.syncer,
-            metrics: p.metrics,
-            applier: p.applier,
-            max_request_bytes: p.max_request_bytes,
-            max_txn_ops: p.max_txn_ops,
-            min_lease_ttl: p.min_lease_ttl,
-            request_timeout: p.request_timeout,
-            progress_interval: p.progress_interval,
-            peer_clients: Mutex::new(HashMap::new()),
-        })
-    }
-
     /// A response header at `revision`.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
