@@ -21,6 +21,12 @@ use crate::config::EtcdConfig;
 const FORMAT_FILE: &str = "FORMAT";
 const FORMAT: &str = "etcd-lite data directory, format 2\n";
 const IDENTITY_FILE: &str = "IDENTITY";
+/// Present from creation until the first start has created the databases.
+const NEW_FILE: &str = "NEW";
+/// The member's two sled databases: the raft log, and the state machine.
+const DATABASES: [&str; 2] = ["raft", "state"];
+/// The file holding a sled database's log; sled creates it when it is missing.
+const SLED_FILE: &str = "db";
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +42,7 @@ pub enum DataDirError {
         #[source]
         source: io::Error,
     },
-    /// sled refused to open the database.
+    /// Another process holds the database (sled's file lock).
     #[error("{path}: cannot open the database (is another member running on this data directory?)")]
     Open {
         /// The database path.
@@ -81,6 +87,8 @@ pub struct DataDir {
     pub state_db: sled::Db,
     /// Where state-machine snapshots are kept.
     pub snap_dir: PathBuf,
+    /// The raft log's high-water mark (see `raft::commit_mark`).
+    pub commit_mark: PathBuf,
     /// Who this directory belongs to.
     pub identity: DataDirIdentity,
     /// Whether it was created by this start.
@@ -103,13 +111,23 @@ fn open_db(path: &Path) -> Result<sled::Db, DataDirError> {
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|source| match source {
-            sled::Error::Corruption { .. } => DataDirError::Corrupt {
+            // sled reports a lock held by another process as a plain I/O error.
+            sled::Error::Io(ref e) if e.to_string().contains("could not acquire lock") => {
+                DataDirError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+            sled::Error::Io(e) => DataDirError::Io {
                 path: path.to_path_buf(),
-                reason: format!("the database does not pass its checksums ({source})"),
+                op: "opening the database",
+                source: e,
             },
-            source => DataDirError::Open {
+            // Corruption, but also a settings file (conf) that fails its checksum, which
+            // sled reports as Unsupported.
+            source => DataDirError::Corrupt {
                 path: path.to_path_buf(),
-                source,
+                reason: format!("the database cannot be read ({source})"),
             },
         })
 }
@@ -136,38 +154,38 @@ pub fn identity_for(cfg: &EtcdConfig) -> DataDirIdentity {
 }
 
 /// Opens the data directory, creating it if it does not exist.
+///
+/// Everything that can be checked without the databases (format, identity, whose it is) is
+/// checked before they are opened: opening a sled database writes to it (recovery, a new
+/// snapshot file), and a directory that is refused must be left exactly as it was.
 pub fn open(cfg: &EtcdConfig) -> Result<DataDir, DataDirError> {
     let root = &cfg.data_dir;
     let member = root.join("member");
     if !member.exists() {
         refuse_foreign_content(root)?;
         create(cfg, &member)?;
-        let mut dir = open_existing(root, &member)?;
-        dir.fresh = true;
-        return Ok(dir);
     }
-    let dir = open_existing(root, &member)?;
+    let identity = read_member(root, &member)?;
     let want = identity_for(cfg);
-    let have = &dir.identity;
-    if have.member_name != want.member_name {
+    if identity.member_name != want.member_name {
         return Err(DataDirError::Mismatch {
             path: root.clone(),
             reason: format!(
                 "it belongs to member {:?}, not --name {:?}",
-                have.member_name, want.member_name
+                identity.member_name, want.member_name
             ),
         });
     }
-    if have.cluster_token != want.cluster_token {
+    if identity.cluster_token != want.cluster_token {
         return Err(DataDirError::Mismatch {
             path: root.clone(),
             reason: format!(
                 "it belongs to the cluster with token {:?}, not --initial-cluster-token {:?}",
-                have.cluster_token, want.cluster_token
+                identity.cluster_token, want.cluster_token
             ),
         });
     }
-    Ok(dir)
+    open_databases(root, &member, identity)
 }
 
 /// A directory that holds a real etcd's data (or anything else) is not ours to take over.
@@ -201,11 +219,19 @@ fn create(cfg: &EtcdConfig, member: &Path) -> Result<(), DataDirError> {
     let format = tmp.join(FORMAT_FILE);
     fs::write(&format, FORMAT).map_err(io_err(&format, "writing"))?;
     fsync_file(&format)?;
+    // The databases are created by the first start, which then removes this marker: from
+    // then on a missing database is a lost one, not one still to be made. (Creating them
+    // here would race with reopening them after the rename: sled releases its file lock
+    // only when its background threads let go.)
+    let new = tmp.join(NEW_FILE);
+    fs::write(&new, b"").map_err(io_err(&new, "writing"))?;
+    fsync_file(&new)?;
     fs::rename(&tmp, member).map_err(io_err(member, "renaming into place"))?;
     fsync_dir(root)
 }
 
-fn open_existing(root: &Path, member: &Path) -> Result<DataDir, DataDirError> {
+/// Checks the format marker and reads the member's identity, touching nothing.
+fn read_member(root: &Path, member: &Path) -> Result<DataDirIdentity, DataDirError> {
     let format = member.join(FORMAT_FILE);
     match fs::read_to_string(&format) {
         Ok(s) if s == FORMAT => {}
@@ -224,17 +250,58 @@ fn open_existing(root: &Path, member: &Path) -> Result<DataDir, DataDirError> {
         }
         Err(e) => return Err(io_err(&format, "reading")(e)),
     }
-    let identity = read_identity(root, &member.join(IDENTITY_FILE))?;
-    let db = open_db(&member.join("raft"))?;
-    let state_db = open_db(&member.join("state"))?;
+    read_identity(root, &member.join(IDENTITY_FILE))
+}
+
+/// Opens the two databases. Outside the first start they must exist: sled creates a
+/// missing one empty, and a member that had lost its raft log or state would then start as
+/// if new.
+fn open_databases(
+    root: &Path,
+    member: &Path,
+    identity: DataDirIdentity,
+) -> Result<DataDir, DataDirError> {
+    let new = member.join(NEW_FILE);
+    let fresh = new.exists();
+    if !fresh {
+        for name in DATABASES {
+            let file = member.join(name).join(SLED_FILE);
+            match fs::metadata(&file) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(DataDirError::Corrupt {
+                        path: root.to_path_buf(),
+                        reason: format!(
+                            "the {name} database (member/{name}/{SLED_FILE}) is missing"
+                        ),
+                    });
+                }
+                Err(e) => return Err(io_err(&file, "reading")(e)),
+            }
+        }
+    }
+    let raft_db = open_db(&member.join(DATABASES[0]))?;
+    let state_db = open_db(&member.join(DATABASES[1]))?;
+    if fresh {
+        for (name, db) in DATABASES.iter().zip([&raft_db, &state_db]) {
+            db.flush().map_err(|source| DataDirError::Io {
+                path: member.join(name),
+                op: "flushing the new database",
+                source: source.into(),
+            })?;
+        }
+        fs::remove_file(&new).map_err(io_err(&new, "removing"))?;
+        fsync_dir(member)?;
+    }
     let snap_dir = member.join("snap");
     fs::create_dir_all(&snap_dir).map_err(io_err(&snap_dir, "creating"))?;
     Ok(DataDir {
-        raft_db: db,
+        raft_db,
         state_db,
         snap_dir,
+        commit_mark: member.join("COMMITTED"),
         identity,
-        fresh: false,
+        fresh,
     })
 }
 
@@ -321,6 +388,87 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("token"), "{err}");
+    }
+
+    /// Every file under `dir` with its contents.
+    fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for entry in fs::read_dir(&d).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else {
+                    let bytes = fs::read(&path).expect("read");
+                    out.push((path, bytes));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_refused_directory_is_left_exactly_as_it_was() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = open(&cfg(tmp.path(), "m1", "t")).expect("create");
+        d.raft_db.insert(b"k", b"v").expect("insert");
+        d.raft_db.flush().expect("flush");
+        drop(d);
+        let before = files(tmp.path());
+        assert!(open(&cfg(tmp.path(), "m2", "t")).is_err());
+        assert!(open(&cfg(tmp.path(), "m1", "other")).is_err());
+        assert!(
+            files(tmp.path()) == before,
+            "a refusal changed the directory"
+        );
+    }
+
+    #[test]
+    fn a_missing_database_is_corruption_not_a_fresh_start() {
+        for name in DATABASES {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let c = cfg(tmp.path(), "m1", "t");
+            drop(open(&c).expect("create"));
+            fs::remove_dir_all(tmp.path().join("member").join(name)).expect("remove");
+            let err = open(&c).err().expect("refused");
+            assert!(
+                err.to_string().contains(&format!(
+                    "the {name} database (member/{name}/db) is missing"
+                )),
+                "{err}"
+            );
+            assert!(!tmp.path().join("member").join(name).exists());
+        }
+    }
+
+    #[test]
+    fn a_damaged_database_settings_file_is_corruption_not_a_lock() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let c = cfg(tmp.path(), "m1", "t");
+        drop(open(&c).expect("create"));
+        let conf = tmp.path().join("member/raft/conf");
+        let mut raw = fs::read(&conf).expect("conf");
+        raw[10] ^= 0x20;
+        fs::write(&conf, raw).expect("damage");
+        let err = open(&c).err().expect("refused");
+        assert!(matches!(err, DataDirError::Corrupt { .. }), "{err}");
+        assert!(!err.to_string().contains("another member"), "{err}");
+    }
+
+    #[test]
+    fn a_database_in_use_is_refused_as_in_use() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let c = cfg(tmp.path(), "m1", "t");
+        let running = open(&c).expect("create");
+        let err = open(&c).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains("is another member running on this data directory?"),
+            "{err}"
+        );
+        drop(running);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::datadir::{self, DataDirError};
 use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::mvcc::backend::{AppliedIndex, Backend, BackendError};
+use crate::raft::commit_mark::CommitMark;
 use crate::raft::logger;
 use crate::raft::node::{Node, NodeParts, RaftStatus};
 use crate::raft::peer_service::PeerService;
@@ -44,7 +45,7 @@ use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
 use crate::server::watch::{WatchService, run_syncer};
-use crate::server::{Shared, http};
+use crate::server::{Shared, http, message_limit};
 use crate::state::StateMachine;
 
 /// gRPC framing allowance above --max-request-bytes, as etcd allows.
@@ -179,6 +180,14 @@ impl Member {
         let (store, applied) = load_state(&backend, &snaps, cluster_id, &state_db)?;
         let mut log = RaftLog::open(dir.raft_db.clone(), snaps.clone(), &voters)?;
         log.ensure_commit_at_least(applied.index)?;
+        let (commit_mark, marked) = CommitMark::open(&dir.commit_mark)
+            .map_err(|e| MemberError::Failed(format!("{}: {e}", dir.commit_mark.display())))?;
+        if log.last() < marked {
+            return Err(MemberError::Log(LogError::Corrupt(format!(
+                "the log ends at entry {} but entries up to {marked} were committed and durable: the raft database lost data",
+                log.last()
+            ))));
+        }
 
         let raft_cfg = RaftConfig {
             id: me,
@@ -267,6 +276,7 @@ impl Member {
             election_timeout: cfg.election_timeout,
             snapshot_catchup_entries: cfg.snapshot_catchup_entries,
             recovering: dir.fresh && cfg.initial_cluster_state == ClusterState::Existing,
+            commit_mark,
             metrics: metrics.clone(),
         });
         let node_task = {
@@ -534,7 +544,8 @@ fn serve_clients(
     .add_service(MaintenanceServer::new(MaintenanceService::new(
         shared.clone(),
     )));
-    let routes = Routes::from(http::routes(routes.into_axum_router(), shared));
+    let router = message_limit::layer(http::routes(routes.into_axum_router(), shared));
+    let routes = Routes::from(router);
     tokio::spawn(async move {
         let result = Server::builder()
             .accept_http1(true)

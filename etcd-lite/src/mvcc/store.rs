@@ -150,15 +150,16 @@ impl MvccStore {
             return Err(MvccError::Compacted);
         }
         let range = KeyRange::new(&req.key, &req.range_end);
-        let needs_all = req.sort_order != SortOrder::None as i32
-            || req.sort_target != SortTarget::Key as i32
+        // As etcd does it: unless an order is given (a sort target alone does not count) or a
+        // filter applies, only the first limit+1 keys in key order are read, and a sort by
+        // another target sorts just those. The count is of every key in the range, filters
+        // notwithstanding.
+        let reads_all = req.sort_order != SortOrder::None as i32
             || req.min_mod_revision != 0
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
-        // Without sorting or filters keys come out in key order, so collecting can stop one
-        // past the limit (to know whether there is more) while counting carries on.
-        let collect_cap = if needs_all || req.limit <= 0 {
+        let collect_cap = if reads_all || req.limit <= 0 {
             usize::MAX
         } else {
             req.limit as usize + 1
@@ -166,11 +167,8 @@ impl MvccStore {
         let mut kvs = Vec::new();
         let mut count = 0i64;
         for (key, version) in self.visible(&range, rev) {
-            if !passes_filters(req, version) {
-                continue;
-            }
             count += 1;
-            if !req.count_only && kvs.len() < collect_cap {
+            if !req.count_only && kvs.len() < collect_cap && passes_filters(req, version) {
                 let mut kv = version.to_kv(key);
                 if req.keys_only {
                     kv.value = Bytes::new();
@@ -504,10 +502,12 @@ fn passes_filters(req: &RangeRequest, v: &Version) -> bool {
 }
 
 /// Sorts as etcd does: by key ascending unless asked otherwise; a target other than the key
-/// with no order given means ascending.
+/// with no order given means ascending; an order etcd does not know leaves key order.
 fn sort_kvs(kvs: &mut [KeyValue], req: &RangeRequest) {
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
-    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    let Ok(mut order) = SortOrder::try_from(req.sort_order) else {
+        return;
+    };
     if target != SortTarget::Key && order == SortOrder::None {
         order = SortOrder::Ascend;
     }
@@ -525,5 +525,96 @@ fn sort_kvs(kvs: &mut [KeyValue], req: &RangeRequest) {
         kvs.sort_by(|a, b| cmp(b, a));
     } else {
         kvs.sort_by(cmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Keys a..d whose values run against key order: a=4, b=2, c=3, d=0.
+    fn store() -> MvccStore {
+        let mut s = MvccStore::default();
+        for (k, v) in [("a", "4"), ("b", "2"), ("c", "3"), ("d", "0")] {
+            let mut txn = s.begin();
+            s.put(
+                &mut txn,
+                &PutRequest {
+                    key: b(k),
+                    value: b(v),
+                    ..Default::default()
+                },
+            );
+            s.end(txn);
+        }
+        s
+    }
+
+    fn keys(s: &MvccStore, req: RangeRequest) -> (Vec<String>, bool, i64) {
+        let resp = s
+            .range(&RangeRequest {
+                key: b("a"),
+                range_end: b("z"),
+                ..req
+            })
+            .expect("range");
+        let keys = resp
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect();
+        (keys, resp.more, resp.count)
+    }
+
+    #[test]
+    fn a_sort_target_without_an_order_sorts_only_the_first_limit_plus_one_keys() {
+        let by_value = |limit| RangeRequest {
+            sort_target: SortTarget::Value as i32,
+            limit,
+            ..Default::default()
+        };
+        // etcd reads a and b (limit + 1) in key order, sorts them by value, keeps one.
+        assert_eq!(keys(&store(), by_value(1)), (vec!["b".into()], true, 4));
+        // Without a limit every key is sorted.
+        assert_eq!(
+            keys(&store(), by_value(0)).0,
+            ["d", "b", "c", "a"].map(String::from)
+        );
+        // An order makes etcd read every key before sorting.
+        let ascending = RangeRequest {
+            sort_order: SortOrder::Ascend as i32,
+            ..by_value(1)
+        };
+        assert_eq!(keys(&store(), ascending), (vec!["d".into()], true, 4));
+    }
+
+    #[test]
+    fn an_unknown_sort_order_keeps_key_order() {
+        let unknown = RangeRequest {
+            sort_order: 3,
+            sort_target: SortTarget::Value as i32,
+            limit: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(&store(), unknown),
+            (vec!["a".into(), "b".into()], true, 4)
+        );
+    }
+
+    #[test]
+    fn the_count_ignores_revision_filters_as_etcd_does() {
+        let filtered = RangeRequest {
+            min_mod_revision: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(&store(), filtered),
+            (vec!["c".into(), "d".into()], false, 4)
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! then executed, so a transaction either applies completely or not at all.
 
 use flotilla_proto::etcdserverpb::{
-    Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, compare::CompareResult,
-    compare::CompareTarget, compare::TargetUnion, request_op::Request, response_op::Response,
+    Compare, PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    compare::CompareResult, compare::CompareTarget, compare::TargetUnion, request_op::Request,
+    response_op::Response,
 };
 use flotilla_proto::mvccpb::KeyValue;
 
@@ -88,36 +89,70 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-/// Checks every operation on the chosen branches against the state before the transaction.
+/// Checks every operation on the chosen branches against the state before the transaction,
+/// in etcd's order, so that a transaction with several faults fails with etcd's error: every
+/// put first (depth first), then every read.
 pub fn check(store: &MvccStore, req: &TxnRequest, paths: &[bool]) -> Result<(), MvccError> {
     let mut idx = 0;
-    check_walk(store, req, paths, &mut idx)
+    walk_chosen(req, paths, &mut idx, &mut |op| match op {
+        Request::RequestPut(p) => check_put(store, p),
+        _ => Ok(()),
+    })?;
+    let mut idx = 0;
+    walk_chosen(req, paths, &mut idx, &mut |op| match op {
+        Request::RequestRange(r) => check_range(store, r),
+        _ => Ok(()),
+    })
 }
 
-fn check_walk(
-    store: &MvccStore,
+/// Calls `f` on every operation of the chosen branches, depth first, in order.
+fn walk_chosen(
     req: &TxnRequest,
     paths: &[bool],
     idx: &mut usize,
+    f: &mut impl FnMut(&Request) -> Result<(), MvccError>,
 ) -> Result<(), MvccError> {
     let ok = paths.get(*idx).copied().unwrap_or(false);
     *idx += 1;
     for op in branch(req, ok) {
         match &op.request {
-            Some(Request::RequestPut(p)) => store.check_put(p)?,
-            Some(Request::RequestRange(r)) => {
-                if r.revision > store.revision() {
-                    return Err(MvccError::FutureRevision);
-                }
-                if r.revision > 0 && r.revision < store.compacted_revision() {
-                    return Err(MvccError::Compacted);
-                }
-            }
-            Some(Request::RequestTxn(t)) => check_walk(store, t, paths, idx)?,
-            Some(Request::RequestDeleteRange(_)) | None => {}
+            Some(Request::RequestTxn(t)) => walk_chosen(t, paths, idx, f)?,
+            Some(other) => f(other)?,
+            None => {}
         }
     }
     Ok(())
+}
+
+/// A put inside a transaction: unlike a plain put (see [`MvccStore::check_put`]), etcd
+/// looks for the key an ignore_value / ignore_lease put keeps before it looks up the lease.
+fn check_put(store: &MvccStore, p: &PutRequest) -> Result<(), MvccError> {
+    if (p.ignore_value || p.ignore_lease) && store.latest(&p.key).is_none() {
+        return Err(MvccError::KeyNotFound);
+    }
+    if p.lease != 0 && store.lease(p.lease).is_none() {
+        return Err(MvccError::LeaseNotFound);
+    }
+    Ok(())
+}
+
+/// A read inside a transaction: its revision must be retained and not in the future, as of
+/// before the transaction (so not the revision the transaction's own writes make).
+///
+/// etcd compares any nonzero revision, negative ones included, with its first retained
+/// revision, which is -1 until the first compaction; a plain read instead takes a negative
+/// revision to mean the newest.
+fn check_range(store: &MvccStore, r: &RangeRequest) -> Result<(), MvccError> {
+    let first = match store.compacted_revision() {
+        0 => -1,
+        compacted => compacted,
+    };
+    match r.revision {
+        0 => Ok(()),
+        rev if rev > store.revision() => Err(MvccError::FutureRevision),
+        rev if rev < first => Err(MvccError::Compacted),
+        _ => Ok(()),
+    }
 }
 
 /// Executes a checked transaction.
@@ -226,4 +261,77 @@ fn read_only_walk(
         succeeded: ok,
         responses,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn txn(success: Vec<RequestOp>) -> TxnRequest {
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure: vec![],
+        }
+    }
+
+    fn op(request: Request) -> RequestOp {
+        RequestOp {
+            request: Some(request),
+        }
+    }
+
+    fn put(key: &'static str, lease: i64, ignore_value: bool) -> Request {
+        Request::RequestPut(PutRequest {
+            key: Bytes::from_static(key.as_bytes()),
+            lease,
+            ignore_value,
+            ..Default::default()
+        })
+    }
+
+    fn read_at(revision: i64) -> Request {
+        Request::RequestRange(RangeRequest {
+            key: Bytes::from_static(b"a"),
+            revision,
+            ..Default::default()
+        })
+    }
+
+    fn check_of(req: &TxnRequest) -> Result<(), MvccError> {
+        let store = MvccStore::default();
+        check(&store, req, &choose_paths(&store, req))
+    }
+
+    #[test]
+    fn every_put_is_checked_before_any_read() {
+        let req = txn(vec![op(read_at(100)), op(put("a", 9, false))]);
+        assert_eq!(check_of(&req), Err(MvccError::LeaseNotFound));
+        let nested = txn(vec![
+            op(read_at(100)),
+            op(Request::RequestTxn(txn(vec![op(put("a", 9, false))]))),
+        ]);
+        assert_eq!(check_of(&nested), Err(MvccError::LeaseNotFound));
+        assert_eq!(
+            check_of(&txn(vec![op(read_at(100))])),
+            Err(MvccError::FutureRevision)
+        );
+    }
+
+    #[test]
+    fn a_put_in_a_transaction_looks_for_its_key_before_its_lease() {
+        let req = txn(vec![op(put("missing", 9, true))]);
+        assert_eq!(check_of(&req), Err(MvccError::KeyNotFound));
+    }
+
+    #[test]
+    fn a_negative_read_revision_is_compacted_only_below_etcds_first_revision() {
+        // Never compacted: etcd's first revision is -1.
+        assert_eq!(check_of(&txn(vec![op(read_at(-1))])), Ok(()));
+        assert_eq!(
+            check_of(&txn(vec![op(read_at(-2))])),
+            Err(MvccError::Compacted)
+        );
+    }
 }

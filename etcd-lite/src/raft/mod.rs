@@ -6,8 +6,11 @@
 //! - [`snapfiles`]: state-machine snapshots on disk
 //! - [`transport`] / [`peer_service`]: raft messages between members
 //! - [`proposals`] / [`read_index`]: clients waiting on writes and linearizable reads
+//! - [`commit_mark`]: a durable record of how far the log reached, to catch damage sled
+//!   would hide
 //! - [`logger`]: raft-rs's slog output into tracing
 
+pub mod commit_mark;
 pub mod entry_cache;
 pub mod logger;
 pub mod node;

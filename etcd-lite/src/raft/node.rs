@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use flotilla_proto::etcdlite::{InternalRequest, RequestBatch, internal_request::Request};
 
+use super::commit_mark::CommitMark;
 use super::proposals::{Proposals, Reply};
 use super::read_index::{ReadIndexQueue, ReadReply};
 use super::storage::{LogError, RaftLog};
@@ -88,6 +89,9 @@ pub enum NodeError {
     /// The applier is gone.
     #[error("the applier stopped")]
     ApplierGone,
+    /// The commit mark could not be written.
+    #[error("writing the commit mark")]
+    Mark(#[from] std::io::Error),
 }
 
 /// Everything the node actor owns.
@@ -111,6 +115,8 @@ pub struct Node {
     recovering: bool,
     /// Whether this member started on an empty disk to rejoin an existing cluster.
     rejoined: bool,
+    /// How far the log is known to be committed and durable, kept outside sled.
+    commit_mark: CommitMark,
     metrics: Arc<Metrics>,
 }
 
@@ -138,6 +144,8 @@ pub struct NodeParts {
     pub snapshot_catchup_entries: u64,
     /// Whether this member rejoined with an empty disk.
     pub recovering: bool,
+    /// The log's high-water mark.
+    pub commit_mark: CommitMark,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -162,6 +170,7 @@ impl Node {
             snapshot_catchup_entries: p.snapshot_catchup_entries,
             recovering: p.recovering,
             rejoined: p.recovering,
+            commit_mark: p.commit_mark,
             metrics: p.metrics,
         }
     }
@@ -397,6 +406,9 @@ impl Node {
         self.transport.send(light.take_messages());
         self.hand_off(light.take_committed_entries())?;
         self.raw.advance_apply();
+        let log = &self.raw.raft.raft_log;
+        self.commit_mark
+            .maybe_record(log.committed.min(log.persisted))?;
         self.publish_status();
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! - [`kv`], [`watch`], [`lease`], [`cluster`], [`maintenance`]: one file per etcd service
 //! - [`validate`]: the request checks etcd makes before anything reaches raft
 //! - [`h2_authority`]: accepts the `:authority` etcd's Go clients send
+//! - [`message_limit`]: oversized requests refused with etcd's code
 //! - [`http`]: `/metrics`, `/health` and `/version` on the client URLs
 //! - [`Shared`]: what every service needs (propose, linearizable read barrier, headers)
 
@@ -12,6 +13,7 @@ pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod message_limit;
 pub mod validate;
 pub mod watch;
 

@@ -144,28 +144,78 @@ impl Session {
         });
     }
 
-    fn create(&mut self, c: WatchCreateRequest) {
-        if c.start_revision < 0 {
-            self.refuse("mvcc: required revision has been compacted");
-            return;
+    /// The ID a new watcher gets: the client's, or the next free one.
+    fn choose_id(&mut self, requested: i64) -> i64 {
+        if requested != 0 {
+            return requested;
         }
+        while self.ids.contains(&self.next_id) {
+            self.next_id += 1;
+        }
+        self.next_id
+    }
+
+    /// What etcd does with a watcher that starts before its first retained revision: it
+    /// creates it, then cancels it with that revision as `compact_revision`.
+    fn created_then_compacted(&mut self, requested_id: i64, compact_revision: i64) {
+        let id = self.choose_id(requested_id);
+        if requested_id == 0 {
+            self.next_id += 1;
+        }
+        let header = Some(
+            self.shared
+                .header(self.shared.state.read().store.revision()),
+        );
+        let created = WatchResponse {
+            header,
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
+        let canceled = WatchResponse {
+            header,
+            watch_id: id,
+            canceled: true,
+            compact_revision,
+            ..Default::default()
+        };
+        let _ = self.tx.try_send(created);
+        let _ = self.tx.try_send(canceled);
+    }
+
+    fn create(&mut self, c: WatchCreateRequest) {
         // etcd treats an empty key as "\0", the smallest key.
         let key = if c.key.is_empty() {
             Bytes::from_static(&[0])
         } else {
             c.key.clone()
         };
-        let id = if c.watch_id != 0 {
-            c.watch_id
-        } else {
-            while self.ids.contains(&self.next_id) {
-                self.next_id += 1;
+        let range = KeyRange::new(&key, &c.range_end);
+        if range.bounds().is_none() {
+            self.refuse("mvcc: watcher range is empty");
+            return;
+        }
+        let mut start_revision = c.start_revision;
+        if start_revision < 0 {
+            // etcd does not check for a negative start revision; such a watcher starts
+            // before everything. etcd's first retained revision is -1 until the first
+            // compaction and the compaction revision after it: a watcher that starts before
+            // that is compacted; one that does not (-1, never compacted) finds nothing to
+            // replay in the negative range and watches from now on.
+            let first = match self.shared.state.read().store.compacted_revision() {
+                0 => -1,
+                compacted => compacted,
+            };
+            if start_revision < first {
+                self.created_then_compacted(c.watch_id, first);
+                return;
             }
-            self.next_id
-        };
+            start_revision = 0;
+        }
+        let id = self.choose_id(c.watch_id);
         let spec = WatchSpec {
-            range: KeyRange::new(&key, &c.range_end),
-            start_revision: c.start_revision,
+            range,
+            start_revision,
             prev_kv: c.prev_kv,
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),

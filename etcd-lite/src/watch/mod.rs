@@ -175,8 +175,8 @@ impl WatcherSet {
             if w.next_rev < compacted {
                 let mut resp = response(key.1, current);
                 resp.compact_revision = compacted;
+                // etcd gives no reason: clients recognise the case by compact_revision.
                 resp.canceled = true;
-                resp.cancel_reason = "mvcc: required revision has been compacted".into();
                 if w.tx.try_send(resp).is_ok() {
                     cancelled.push(*key);
                 }
