@@ -21,7 +21,7 @@ start)
         "$BIN" etcd --name "infra$i" --data-dir "$DATA/infra$i" \
             --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
             --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-            --initial-cluster "$CLUSTER" --initial-cluster-token local-cluster \
+            --initial-cluster "$CLUSTER" --initial-cluster-token local-cluster ${EXTRA_ARGS:-} \
             >>"$DATA/infra$i.log" 2>&1 &
         echo $! >"$DATA/infra$i.pid"
         echo "infra$i: client http://127.0.0.1:$port, log $DATA/infra$i.log"

@@ -4,6 +4,7 @@
 //! because its work is synchronous CPU and disk work (applying, encoding snapshots).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prost::Message as _;
 use raft::prelude::{Entry, EntryType, Snapshot};
@@ -32,8 +33,6 @@ pub enum ApplyTask {
         /// Completion.
         done: oneshot::Sender<Result<(), ApplyError>>,
     },
-    /// Serialise the current state (for `etcdctl snapshot save`).
-    Export(oneshot::Sender<Result<Vec<u8>, ApplyError>>),
     /// Stop after everything queued before.
     Stop,
 }
@@ -104,6 +103,52 @@ pub struct Applier {
     pub metrics: Arc<Metrics>,
     /// When the database size was last measured.
     pub size_checked: Option<std::time::Instant>,
+    /// Whether a snapshot is being written.
+    pub snapshotting: Arc<AtomicBool>,
+}
+
+/// A snapshot being written in the background.
+struct SnapshotJob {
+    store: crate::mvcc::MvccStore,
+    applied: AppliedIndex,
+    cluster_id: u64,
+    db: sled::Db,
+    snaps: SnapFiles,
+    node: mpsc::Sender<Command>,
+    busy: Arc<AtomicBool>,
+}
+
+impl SnapshotJob {
+    fn run(self) {
+        let started = std::time::Instant::now();
+        let index = self.applied.index;
+        match self.write() {
+            Ok(bytes) => {
+                tracing::info!(
+                    index,
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "saved a state-machine snapshot"
+                );
+                let _ = self.node.blocking_send(Command::Compact(index));
+            }
+            // Not fatal: the log just grows until the next attempt.
+            Err(e) => {
+                tracing::error!(index, error = %crate::member::error_chain(&e), "saving a snapshot failed")
+            }
+        }
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn write(&self) -> Result<usize, ApplyError> {
+        let data = snapshot::encode(&self.store, self.cluster_id, self.applied)?;
+        // The applier has persisted at least up to the copy's index; that must be on disk
+        // before the log that could rebuild it is discarded.
+        self.db.flush()?;
+        self.snaps
+            .save(self.applied.index, self.applied.term, &data)?;
+        Ok(data.len())
+    }
 }
 
 impl Applier {
@@ -132,7 +177,7 @@ impl Applier {
                         }
                     }
                     self.apply_entries(entries)?;
-                    self.maybe_snapshot()?;
+                    self.maybe_snapshot();
                 }
                 ApplyTask::Restore { snapshot, done } => {
                     let result = self.restore(snapshot);
@@ -142,9 +187,6 @@ impl Applier {
                         tracing::error!(error = %e, "restoring a snapshot failed; stopping");
                         return Ok(());
                     }
-                }
-                ApplyTask::Export(reply) => {
-                    let _ = reply.send(self.export());
                 }
                 ApplyTask::Stop => return Ok(()),
             }
@@ -220,36 +262,37 @@ impl Applier {
         Ok(())
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), ApplyError> {
+    /// Every `snapshot_count` entries, snapshots a copy of the state on a background
+    /// thread (encoding a large state takes long enough to hold up writes), then lets the
+    /// node truncate the log.
+    fn maybe_snapshot(&mut self) {
         let applied = *self.applied.borrow();
-        if applied.index < self.last_snapshot + self.snapshot_count {
-            return Ok(());
+        if applied.index < self.last_snapshot + self.snapshot_count
+            || self.snapshotting.swap(true, Ordering::AcqRel)
+        {
+            return;
         }
-        let started = std::time::Instant::now();
-        let data = self.export()?;
-        // The state must be on disk before the log that could rebuild it is discarded.
-        self.db.flush()?;
-        self.snaps.save(applied.index, applied.term, &data)?;
+        let (store, applied) = {
+            let sm = self.state.read();
+            (sm.store.clone(), sm.applied)
+        };
         self.last_snapshot = applied.index;
-        tracing::info!(
-            index = applied.index,
-            bytes = data.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "saved a state-machine snapshot"
-        );
-        let _ = self.node.blocking_send(Command::Compact(applied.index));
-        Ok(())
-    }
-
-    fn export(&self) -> Result<Vec<u8>, ApplyError> {
-        let sm = self.state.read();
-        Ok(snapshot::encode(
-            &self.backend,
-            self.cluster_id,
-            sm.applied,
-            sm.store.revision(),
-            sm.store.compacted_revision(),
-        )?)
+        let job = SnapshotJob {
+            store,
+            applied,
+            cluster_id: self.cluster_id,
+            db: self.db.clone(),
+            snaps: self.snaps.clone(),
+            node: self.node.clone(),
+            busy: self.snapshotting.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || job.run());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a snapshot; retrying after more entries");
+            self.snapshotting.store(false, Ordering::Release);
+        }
     }
 
     fn restore(&mut self, snap: Snapshot) -> Result<(), ApplyError> {

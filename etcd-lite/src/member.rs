@@ -237,7 +237,6 @@ impl Member {
             lessor: lessor.clone(),
             syncer: syncer.clone(),
             metrics: metrics.clone(),
-            applier: applier_tx.clone(),
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
             min_lease_ttl: min_lease_ttl(&cfg),
@@ -311,6 +310,7 @@ impl Member {
             syncer: syncer.clone(),
             metrics: metrics.clone(),
             size_checked: None,
+            snapshotting: Default::default(),
         };
         let applier_thread = {
             let failed_tx = failed_tx.clone();

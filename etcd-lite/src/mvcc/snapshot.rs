@@ -16,7 +16,8 @@ use flotilla_proto::etcdlite::{
     SnapshotHeader, SnapshotRecord, StoredLease, StoredRevision, snapshot_record::Record,
 };
 
-use super::backend::{AppliedIndex, Backend, BackendError};
+use super::MvccStore;
+use super::backend::{AppliedIndex, BackendError, encode_revision};
 
 /// The snapshot format this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -43,26 +44,22 @@ pub struct Decoded {
     pub revisions: Vec<StoredRevision>,
 }
 
-/// Serialises the persisted state; the caller guarantees nothing writes to it meanwhile.
+/// Serialises a state (a copy taken at `applied`, so the caller may keep applying while
+/// this runs).
 pub fn encode(
-    backend: &Backend,
+    store: &MvccStore,
     cluster_id: u64,
     applied: AppliedIndex,
-    revision: i64,
-    compacted: i64,
 ) -> Result<Vec<u8>, SnapshotError> {
     let header = SnapshotHeader {
         format: FORMAT,
         cluster_id,
         applied_index: applied.index,
         applied_term: applied.term,
-        revision,
-        compacted_revision: compacted,
+        revision: store.revision(),
+        compacted_revision: store.compacted_revision(),
     };
-    let mut out = Vec::with_capacity(backend.approximate_len() * 64);
-    header
-        .encode_length_delimited(&mut out)
-        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let mut out = Vec::new();
     let push = |out: &mut Vec<u8>, record: Record| {
         SnapshotRecord {
             record: Some(record),
@@ -70,11 +67,26 @@ pub fn encode(
         .encode_length_delimited(out)
         .map_err(|e| SnapshotError::Corrupt(e.to_string()))
     };
-    for lease in backend.leases() {
-        push(&mut out, Record::Lease(lease?))?;
+    header
+        .encode_length_delimited(&mut out)
+        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    for (id, lease) in store.leases() {
+        push(
+            &mut out,
+            Record::Lease(StoredLease {
+                id: *id,
+                ttl: lease.ttl,
+            }),
+        )?;
     }
-    for rev in backend.revisions() {
-        push(&mut out, Record::Revision(rev?))?;
+    // Loading needs revision order; the store keeps versions per key.
+    let mut versions: Vec<_> = store
+        .histories()
+        .flat_map(|(key, h)| h.versions().iter().map(move |v| (key, v)))
+        .collect();
+    versions.sort_unstable_by_key(|(_, v)| v.rev);
+    for (key, v) in versions {
+        push(&mut out, Record::Revision(encode_revision(key, v)))?;
     }
     out.push(0);
     out.resize(out.len().div_ceil(512) * 512, 0);
@@ -129,15 +141,13 @@ pub fn decode(data: &[u8]) -> Result<Decoded, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::MvccStore;
+    use crate::mvcc::backend::Backend;
     use crate::mvcc::requests::apply;
     use bytes::Bytes;
     use flotilla_proto::etcdlite::internal_request::Request;
     use flotilla_proto::etcdserverpb::{LeaseGrantRequest, PutRequest};
 
-    fn backend_with_data(dir: &std::path::Path) -> (Backend, MvccStore) {
-        let db = sled::open(dir).expect("sled");
-        let backend = Backend::open(&db).expect("backend");
+    fn store_with_data() -> MvccStore {
         let mut store = MvccStore::default();
         apply(
             &mut store,
@@ -156,33 +166,33 @@ mod tests {
             )
             .expect("put");
         }
-        let effects = store.take_effects();
-        backend
-            .persist(
-                &effects,
-                AppliedIndex { index: 51, term: 2 },
-                store.revision(),
-                0,
-            )
-            .expect("persist");
-        (backend, store)
+        store.take_effects();
+        store
     }
 
     #[test]
     fn a_snapshot_round_trips_and_ends_where_etcdctl_expects_a_checksum() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (backend, store) = backend_with_data(tmp.path());
+        let store = store_with_data();
         let applied = AppliedIndex { index: 51, term: 2 };
-        let data = encode(&backend, 7, applied, store.revision(), 0).expect("encode");
+        let data = encode(&store, 7, applied).expect("encode");
         assert_eq!(data.len() % 512, 32);
         let d = decode(&data).expect("decode");
         assert_eq!(d.header.applied_index, 51);
         assert_eq!(d.header.revision, 51);
         assert_eq!(d.leases.len(), 1);
         assert_eq!(d.revisions.len(), 50);
+        let revs: Vec<i64> = d
+            .revisions
+            .iter()
+            .map(|r| r.kv.as_ref().map_or(0, |kv| kv.mod_revision))
+            .collect();
+        assert!(
+            revs.windows(2).all(|w| w[0] < w[1]),
+            "records in revision order"
+        );
 
-        let other = tempfile::tempdir().expect("tempdir");
-        let db = sled::open(other.path()).expect("sled");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(tmp.path()).expect("sled");
         let restored = Backend::open(&db).expect("backend");
         restored
             .replace(&d.leases, &d.revisions, applied, d.header.revision, 0)
@@ -198,10 +208,7 @@ mod tests {
 
     #[test]
     fn a_damaged_snapshot_is_refused() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (backend, store) = backend_with_data(tmp.path());
-        let mut data =
-            encode(&backend, 7, AppliedIndex::default(), store.revision(), 0).expect("encode");
+        let mut data = encode(&store_with_data(), 7, AppliedIndex::default()).expect("encode");
         data[40] ^= 0xff;
         assert!(matches!(decode(&data), Err(SnapshotError::Corrupt(m)) if m.contains("checksum")));
     }

@@ -62,7 +62,7 @@ pub struct Lease {
 }
 
 /// What the last mutations changed, for the applier to persist and publish.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Effects {
     /// New key versions, in revision order.
     pub changes: Vec<Change>,
@@ -82,7 +82,9 @@ pub struct WriteTxn {
     next_sub: i64,
 }
 
-/// The replicated key-value state.
+/// The replicated key-value state. Cloning is cheap enough to take a consistent copy for a
+/// snapshot: values are shared buffers, only the index is copied.
+#[derive(Clone)]
 pub struct MvccStore {
     keys: BTreeMap<Bytes, KeyHistory>,
     /// Every retained change in revision order; watchers replay history from here.

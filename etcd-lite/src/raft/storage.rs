@@ -126,7 +126,16 @@ impl RaftLog {
     /// A log with a hole in it cannot be trusted: every index from the truncation point to
     /// the last entry must be present.
     fn check_contiguous(&mut self) -> Result<(), LogError> {
-        for (expect, item) in (self.truncated.0 + 1..).zip(self.tree.scan_prefix([ENTRY])) {
+        // Entries at or below the truncation point may remain if a crash interrupted their
+        // removal (which runs in the background); they are removed again, not read.
+        let first = self.truncated.0 + 1;
+        if let Some(Ok((oldest, _))) = self.tree.scan_prefix([ENTRY]).next()
+            && oldest.as_ref() < entry_key(first).as_slice()
+        {
+            delete_entries_in_background(self.tree.clone(), 0, first - 1);
+        }
+        let live = self.tree.range(entry_key(first)..entry_key(u64::MAX));
+        for (expect, item) in (first..).zip(live) {
             let (k, _) = item?;
             let idx = u64::from_be_bytes(
                 k[1..]
@@ -247,14 +256,15 @@ impl RaftLog {
         let term = self
             .term_of(index)
             .map_err(|e| LogError::Corrupt(format!("term of {index}: {e}")))?;
-        let mut batch = sled::Batch::default();
-        for idx in self.truncated.0 + 1..=index {
-            batch.remove(&entry_key(idx));
-        }
-        batch.insert(TRUNCATED, &truncation_record(index, term));
-        self.tree.apply_batch(batch)?;
+        // The truncation point is recorded first, so any removal that reaches the disk
+        // implies it did; removing the entries themselves (tens of thousands of sled
+        // deletes) happens off the Ready loop.
+        self.tree
+            .insert(TRUNCATED, &truncation_record(index, term))?;
+        let from = self.truncated.0 + 1;
         self.truncated = (index, term);
         self.cache.evict_through(index);
+        delete_entries_in_background(self.tree.clone(), from, index);
         Ok(())
     }
 
@@ -264,9 +274,16 @@ impl RaftLog {
         meta: &SnapshotMetadata,
         batch: &mut sled::Batch,
     ) -> Result<(), LogError> {
-        for idx in self.truncated.0 + 1..=self.last_index {
+        // Entries past the snapshot would conflict with what follows it: removed with the
+        // batch. Those it covers go in the background.
+        for idx in meta.index + 1..=self.last_index {
             batch.remove(&entry_key(idx));
         }
+        delete_entries_in_background(
+            self.tree.clone(),
+            self.truncated.0 + 1,
+            meta.index.min(self.last_index),
+        );
         self.cache.clear();
         self.truncated = (meta.index, meta.term);
         self.last_index = meta.index;
@@ -317,6 +334,45 @@ impl RaftLog {
             .ok_or(raft::Error::Store(StorageError::Unavailable))?;
         Entry::parse_from_bytes(&v)
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
+    }
+}
+
+/// Entries removed per sled batch when truncating, small enough not to hold up writers.
+const DELETE_CHUNK: u64 = 1024;
+
+/// Removes the entries `from..=to` on a background thread, in chunks.
+fn delete_entries_in_background(tree: sled::Tree, from: u64, to: u64) {
+    if from > to {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("raft-log-truncate".into())
+        .spawn(move || {
+            let mut start = from;
+            while start <= to {
+                let end = to.min(start.saturating_add(DELETE_CHUNK - 1));
+                let mut batch = sled::Batch::default();
+                for item in tree.range(entry_key(start)..=entry_key(end)).keys() {
+                    match item {
+                        Ok(k) => batch.remove(k),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "truncating the raft log");
+                            return;
+                        }
+                    }
+                }
+                if let Err(e) = tree.apply_batch(batch) {
+                    tracing::warn!(error = %e, "truncating the raft log");
+                    return;
+                }
+                start = end.saturating_add(1);
+                if end == u64::MAX {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start truncating the raft log; entries stay on disk");
     }
 }
 

@@ -15,8 +15,8 @@ use flotilla_proto::etcdserverpb::{
 };
 
 use super::{Shared, VERSION};
-use crate::apply::ApplyTask;
 use crate::error::EtcdError;
+use crate::mvcc::snapshot;
 use crate::mvcc::store::MvccStore;
 use crate::raft::node::Command;
 
@@ -126,16 +126,18 @@ impl Maintenance for MaintenanceService {
         &self,
         _r: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .applier
-            .send(ApplyTask::Export(tx))
-            .map_err(|_| EtcdError::Stopped)?;
-        let data = rx
-            .await
-            .map_err(|_| EtcdError::Stopped)?
-            .map_err(|e| EtcdError::Internal(format!("making the snapshot: {e}")))?;
-        let rev = self.shared.state.read().store.revision();
+        // A copy of the state, encoded off the async runtime while applying carries on.
+        let (store, applied) = {
+            let sm = self.shared.state.read();
+            (sm.store.clone(), sm.applied)
+        };
+        let rev = store.revision();
+        let cluster_id = self.shared.cluster_id;
+        let data =
+            tokio::task::spawn_blocking(move || snapshot::encode(&store, cluster_id, applied))
+                .await
+                .map_err(|_| EtcdError::Stopped)?
+                .map_err(|e| EtcdError::Internal(format!("making the snapshot: {e}")))?;
         let header = self.shared.header(rev);
         let total = data.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = data

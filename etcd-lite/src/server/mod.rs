@@ -66,8 +66,6 @@ pub struct Shared {
     pub syncer: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The applier's task queue (for snapshot exports).
-    pub applier: mpsc::UnboundedSender<crate::apply::ApplyTask>,
     /// `--max-request-bytes`.
     pub max_request_bytes: usize,
     /// `--max-txn-ops`.
