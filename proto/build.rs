@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/mvccpb/kv.proto",
         "etcd/etcdserverpb/rpc.proto",
         "flotilla/etcdlite/v1/peer.proto",
+        "flotilla/api/v1/resources.proto",
     ];
     let fds = protox::compile(files, ["."])?;
     tonic_prost_build::configure()

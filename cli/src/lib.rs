@@ -2,9 +2,11 @@
 //! `run(config, shutdown)`; everything else lives in those crates.
 //!
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
+//! - [`server`]: `flotilla server`, the all-in-one control plane
 //! - [`signals`]: SIGTERM/SIGINT as a shutdown future
 //! - [`logging`]: the tracing subscriber every daemon uses
 
 pub mod etcd;
 pub mod logging;
+pub mod server;
 pub mod signals;

@@ -3,6 +3,7 @@
 //! - [`mvccpb`] and [`etcdserverpb`]: the etcd v3 API, wire-compatible with etcd, served by
 //!   etcd-lite and spoken by every store client.
 //! - [`etcdlite`]: etcd-lite's internal member-to-member protocol and on-disk records.
+//! - [`api`]: Flotilla's API, `flotilla.api.v1.Resources` (see its .proto for the contract).
 
 #![allow(clippy::all, missing_docs)]
 
@@ -19,6 +20,9 @@ pub mod etcdserverpb {
 /// etcd-lite's peer protocol and persisted records.
 pub use self::flotilla::etcdlite::v1 as etcdlite;
 
+/// Flotilla's API: Kubernetes objects over gRPC.
+pub use self::flotilla::api::v1 as api;
+
 /// Flotilla's own protobuf packages, nested as their package names are.
 pub mod flotilla {
     /// etcd-lite's internal packages.
@@ -26,6 +30,13 @@ pub mod flotilla {
         /// Version 1 of etcd-lite's peer protocol and records.
         pub mod v1 {
             tonic::include_proto!("flotilla.etcdlite.v1");
+        }
+    }
+    /// Flotilla's API packages.
+    pub mod api {
+        /// Version 1 of the API.
+        pub mod v1 {
+            tonic::include_proto!("flotilla.api.v1");
         }
     }
 }

@@ -124,6 +124,11 @@ impl InProcCluster {
         MaintenanceClient::new(self.channel(i))
     }
 
+    /// Member `i`'s client URL.
+    pub fn client_url(&self, i: usize) -> String {
+        format!("http://{}", self.client_addrs[i])
+    }
+
     /// A lazily connecting channel to member `i`'s client URL.
     pub fn channel(&self, i: usize) -> Channel {
         Endpoint::from_shared(format!("http://{}", self.client_addrs[i]))

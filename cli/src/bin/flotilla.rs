@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flotilla_cli::{etcd::EtcdArgs, logging, signals};
+use flotilla_cli::{etcd::EtcdArgs, logging, server::ServerArgs, signals};
 
 /// The daemons allocate many small short-lived buffers (gRPC frames, raft messages) across
 /// threads, the pattern mimalloc is built for.
@@ -22,6 +22,18 @@ struct Cli {
 enum Command {
     /// Run one member of etcd-lite, the Raft-replicated store (etcd v3 API, etcd's flags).
     Etcd(Box<EtcdArgs>),
+    /// Run the control plane: the API server with an embedded store (or --etcd-endpoints).
+    Server(Box<ServerArgs>),
+}
+
+fn runtime(what: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("flotilla {what}: starting the runtime: {e}");
+            None
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -36,17 +48,33 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("flotilla etcd: starting the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime("etcd") else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(etcd_lite::run(cfg, signals::shutdown())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flotilla etcd: {}", etcd_lite::member::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Server(args) => {
+            logging::init(&args.log_level);
+            let (cfg, listen) = match args.into_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("flotilla server: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(runtime) = runtime("server") else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(apiserver::run(cfg, listen, signals::shutdown())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla server: {}", etcd_lite::member::error_chain(&e));
                     ExitCode::FAILURE
                 }
             }

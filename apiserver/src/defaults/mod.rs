@@ -1,0 +1,7 @@
+//! Defaulting as Kubernetes does it for the fields users rely on.
+
+/// Fills in the fields Kubernetes defaults when a manifest leaves them out.
+pub trait ApplyDefaults {
+    /// Sets every unset defaulted field; never changes a field the user set.
+    fn apply_defaults(&mut self);
+}

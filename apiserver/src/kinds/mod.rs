@@ -1,0 +1,14 @@
+//! Per-kind validation and defaulting, as Kubernetes does it for the fields users rely on:
+//! one file per kind family, on the k8s-openapi types.
+//!
+//! - [`names`]: name, label, annotation and quantity syntax, and ObjectMeta
+//! - [`pod`]: Pod and the pod template (shared by ReplicaSet and Deployment)
+//! - [`apps`]: ReplicaSet and Deployment
+//! - [`service`]: Service and Endpoints
+//! - [`core`]: Namespace, Node, ConfigMap, Secret, Event, Lease
+
+pub mod apps;
+pub mod core;
+pub mod names;
+pub mod pod;
+pub mod service;

@@ -1,0 +1,25 @@
+//! Validation as Kubernetes does it: every error names the field path and the reason, in
+//! Kubernetes' own words, so a message reads the same here as from kube-apiserver.
+
+pub mod field;
+
+pub use field::{ErrorList, FieldError, FieldErrorKind, FieldPath};
+
+/// Validation of one kind of object.
+///
+/// The API server calls these after defaulting and after it has filled in the metadata it
+/// owns (name from generateName, namespace from the request, uid, timestamps), so an
+/// implementation sees the object exactly as it would be stored.
+pub trait Validate {
+    /// Every problem with a new object (metadata included).
+    fn validate(&self) -> ErrorList;
+
+    /// Every problem with replacing `old` by `self` through the main resource: the checks
+    /// of [`Validate::validate`] plus the fields that may not change.
+    fn validate_update(&self, old: &Self) -> ErrorList;
+
+    /// Every problem with replacing `old` by `self` through the status subresource.
+    fn validate_status_update(&self, old: &Self) -> ErrorList {
+        self.validate_update(old)
+    }
+}

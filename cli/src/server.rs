@@ -1,0 +1,90 @@
+//! `flotilla server`: the all-in-one control plane (API server with an embedded store, or
+//! pointed at an external etcd-v3 cluster).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use apiserver::ServerConfig;
+use clap::Args;
+
+/// The flags of `flotilla server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Directory for the embedded store, the token file and admin.yaml.
+    #[arg(long, default_value = "flotilla-data")]
+    pub data_dir: PathBuf,
+    /// Address the API (gRPC, /healthz, /readyz, /metrics) listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// URL clients use to reach the API, written into admin.yaml [default: http://<listen>].
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// Comma-separated etcd v3 endpoints (etcd-lite or etcd) instead of the embedded store.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// CIDR Service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// Node ports Services are given, as FIRST-LAST.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Seconds between compactions of the store's history (history kept at least this long).
+    #[arg(long, default_value_t = 300)]
+    pub compaction_interval_seconds: u64,
+    /// Seconds an Event is kept after its last write.
+    #[arg(long, default_value_t = 3600)]
+    pub event_ttl_seconds: u64,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// A flag with a value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {reason}")]
+pub struct ServerArgsError {
+    flag: &'static str,
+    reason: String,
+}
+
+impl ServerArgs {
+    /// The configuration these flags describe.
+    pub fn into_config(self) -> Result<(ServerConfig, SocketAddr), ServerArgsError> {
+        let (first, last) = self
+            .service_node_port_range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|(a, b)| a <= b)
+            .ok_or_else(|| ServerArgsError {
+                flag: "service-node-port-range",
+                reason: format!(
+                    "{:?} is not a range such as 30000-32767",
+                    self.service_node_port_range
+                ),
+            })?;
+        if self.compaction_interval_seconds == 0 {
+            return Err(ServerArgsError {
+                flag: "compaction-interval-seconds",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.event_ttl_seconds < 2 {
+            return Err(ServerArgsError {
+                flag: "event-ttl-seconds",
+                reason: "must be at least 2 (the store's shortest lease)".into(),
+            });
+        }
+        let cfg = ServerConfig {
+            data_dir: self.data_dir,
+            advertise: self.advertise_url,
+            etcd_endpoints: self.etcd_endpoints,
+            service_cidr: self.service_cluster_ip_range,
+            node_ports: first..=last,
+            compaction_interval: Duration::from_secs(self.compaction_interval_seconds),
+            event_ttl: Duration::from_secs(self.event_ttl_seconds),
+            ..Default::default()
+        };
+        Ok((cfg, self.listen))
+    }
+}
