@@ -140,11 +140,8 @@ impl Validate for ReplicaSet {
         errs
     }
 
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
-        errs.extend(selector_immutable(&self.spec.selector, &old.spec.selector));
-        errs
+    fn validate_immutable(&self, old: &Self) -> ErrorList {
+        selector_immutable(&self.spec.selector, &old.spec.selector)
     }
 
     fn validate_status_update(&self, old: &Self) -> ErrorList {
@@ -280,11 +277,8 @@ impl Validate for Deployment {
         errs
     }
 
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
-        errs.extend(selector_immutable(&self.spec.selector, &old.spec.selector));
-        errs
+    fn validate_immutable(&self, old: &Self) -> ErrorList {
+        selector_immutable(&self.spec.selector, &old.spec.selector)
     }
 
     fn validate_status_update(&self, old: &Self) -> ErrorList {

@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Secret};
 
-use super::names::{
-    NameRule, check_quantity, qualified_name, validate_object_meta, validate_object_meta_update,
-};
+use super::names::{NameRule, check_quantity, qualified_name, validate_object_meta};
 use crate::defaults::ApplyDefaults;
 use crate::validation::{ErrorList, FieldError, FieldPath, Validate};
 
@@ -75,11 +73,6 @@ impl Validate for Namespace {
     fn validate(&self) -> ErrorList {
         validate_object_meta(&self.metadata, false, NameRule::Label)
     }
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
-        errs
-    }
 }
 
 impl ApplyDefaults for Namespace {
@@ -133,11 +126,6 @@ impl Validate for Node {
         }
         errs
     }
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
-        errs
-    }
 }
 
 impl ApplyDefaults for Node {
@@ -157,9 +145,8 @@ impl Validate for ConfigMap {
         );
         errs
     }
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
+    fn validate_immutable(&self, old: &Self) -> ErrorList {
+        let mut errs = Vec::new();
         immutable_data_unchanged(
             old.immutable,
             &(&self.data, &self.binary_data),
@@ -201,9 +188,8 @@ impl Validate for Secret {
         }
         errs
     }
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
+    fn validate_immutable(&self, old: &Self) -> ErrorList {
+        let mut errs = Vec::new();
         if self.type_ != old.type_ {
             errs.push(FieldError::invalid(
                 FieldPath::new("type"),
@@ -265,11 +251,6 @@ impl Validate for Event {
         }
         errs
     }
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
-        errs
-    }
 }
 
 impl ApplyDefaults for Event {
@@ -300,11 +281,6 @@ impl Validate for Lease {
                 ));
             }
         }
-        errs
-    }
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
         errs
     }
 }

@@ -480,9 +480,8 @@ impl Validate for Pod {
         errs
     }
 
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
+    fn validate_immutable(&self, old: &Self) -> ErrorList {
+        let mut errs = Vec::new();
         if let (Some(new), Some(old)) = (&self.spec, &old.spec)
             && !only_mutable_pod_fields_changed(new, old)
         {

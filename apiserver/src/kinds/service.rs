@@ -127,9 +127,8 @@ impl Validate for Service {
         errs
     }
 
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
+    fn validate_immutable(&self, old: &Self) -> ErrorList {
+        let mut errs = Vec::new();
         let (new_ip, old_ip) = (
             self.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
             old.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
@@ -210,12 +209,6 @@ impl Validate for Endpoints {
                 }
             }
         }
-        errs
-    }
-
-    fn validate_update(&self, old: &Self) -> ErrorList {
-        let mut errs = self.validate();
-        errs.extend(validate_object_meta_update(&self.metadata, &old.metadata));
         errs
     }
 }
