@@ -201,6 +201,10 @@ impl Client {
             .connect()
             .await
             .expect("connect to the API server");
+        Self::from_channel(channel, token)
+    }
+
+    pub fn from_channel(channel: Channel, token: Option<String>) -> Self {
         Client {
             inner: ResourcesClient::new(channel)
                 .max_decoding_message_size(256 << 20)
