@@ -1,0 +1,511 @@
+//! The client: a connection to the API server, with an untyped [`DynamicApi`] (JSON values,
+//! any resource, as flotctl needs) and a typed [`Api`] over it for any k8s-openapi type (as
+//! the scheduler, controllers and agents need).
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+use flotilla_proto::api::patch_request::PatchType;
+use flotilla_proto::api::resources_client::ResourcesClient;
+use flotilla_proto::api::watch_event::EventType;
+use flotilla_proto::api::{
+    BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, GetRequest, ListRequest,
+    PatchRequest, ResourceInfo, ResourceRef, UpdateRequest, WatchRequest,
+};
+
+use crate::error::ClientError;
+use crate::kubeconfig::Resolved;
+
+/// Largest response accepted (a big list).
+const MAX_RESPONSE: usize = 512 * 1024 * 1024;
+
+/// A connection to the API server.
+#[derive(Clone)]
+pub struct Client {
+    inner: ResourcesClient<Channel>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    address: String,
+    namespace: String,
+}
+
+/// List parameters.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    /// Label selector.
+    pub label_selector: String,
+    /// Field selector.
+    pub field_selector: String,
+    /// Page size (0: all).
+    pub limit: i64,
+    /// The previous page's token.
+    pub continue_token: String,
+    /// "" (latest), "0" (any recent), or a revision.
+    pub resource_version: String,
+}
+
+/// Delete parameters.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteParams {
+    /// Check, change nothing.
+    pub dry_run: bool,
+    /// Pods: seconds to stop.
+    pub grace_period_seconds: Option<i64>,
+    /// Only if the uid still matches.
+    pub precondition_uid: String,
+    /// Only if the resourceVersion still matches.
+    pub precondition_resource_version: String,
+}
+
+/// A patch.
+#[derive(Clone, Debug)]
+pub enum Patch {
+    /// RFC 7386.
+    Merge(Value),
+    /// RFC 6902.
+    Json(Value),
+}
+
+/// A page of objects.
+#[derive(Clone, Debug)]
+pub struct ObjectList<T> {
+    /// The objects.
+    pub items: Vec<T>,
+    /// The revision the list reflects (watch from here).
+    pub resource_version: String,
+    /// The next page's token ("" on the last page).
+    pub continue_token: String,
+}
+
+/// One change seen by a watch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchEvent<T> {
+    /// Appeared (or started matching).
+    Added(T),
+    /// Changed.
+    Modified(T),
+    /// Deleted (or stopped matching).
+    Deleted(T),
+    /// Nothing changed; the watch is current to this resourceVersion.
+    Bookmark(String),
+}
+
+/// A stream of watch events; ends with an error when the server ends the watch.
+pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<WatchEvent<T>, ClientError>> + Send>>;
+
+impl Client {
+    /// A client for the server and credentials of a resolved kubeconfig context. The
+    /// connection is made on first use.
+    pub fn new(resolved: &Resolved) -> Result<Self, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            address: format!("{} (from {})", resolved.server, resolved.source),
+            reason,
+        };
+        if resolved.server.starts_with("https://") {
+            return Err(unreachable(
+                "TLS is not supported by this release of the API server; use its http:// URL"
+                    .into(),
+            ));
+        }
+        let channel = Channel::from_shared(resolved.server.clone())
+            .map_err(|e| unreachable(format!("not a valid URL: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let token = resolved
+            .token
+            .as_ref()
+            .map(|t| format!("Bearer {t}").parse())
+            .transpose()
+            .map_err(|_| {
+                unreachable("the token holds characters that cannot be sent in a header".into())
+            })?;
+        Ok(Client {
+            inner: ResourcesClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE)
+                .max_encoding_message_size(MAX_RESPONSE),
+            token,
+            address: format!("{} (from {})", resolved.server, resolved.source),
+            namespace: resolved.namespace.clone(),
+        })
+    }
+
+    /// The namespace of the kubeconfig context.
+    pub fn default_namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The typed API of `K` in `namespace` (ignored for cluster-scoped kinds).
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: k8s_openapi::Resource,
+    {
+        Api {
+            dynamic: self.dynamic(K::API_VERSION, K::URL_PATH_SEGMENT, namespace),
+            _kind: PhantomData,
+        }
+    }
+
+    /// The untyped API of a resource (`namespace` "" for all namespaces in list/watch).
+    pub fn dynamic(&self, api_version: &str, resource: &str, namespace: &str) -> DynamicApi {
+        DynamicApi {
+            client: self.clone(),
+            api_version: api_version.to_string(),
+            resource: resource.to_string(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// The kinds the server serves.
+    pub async fn discover(&self) -> Result<Vec<ResourceInfo>, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .discover(self.req(DiscoverRequest {}))
+            .await;
+        Ok(self.check(resp)?.resources)
+    }
+
+    /// Binds a pod to a node.
+    pub async fn bind(
+        &self,
+        namespace: &str,
+        pod: &str,
+        node: &str,
+        pod_uid: &str,
+    ) -> Result<Value, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .bind(self.req(BindRequest {
+                namespace: namespace.into(),
+                name: pod.into(),
+                node_name: node.into(),
+                pod_uid: pod_uid.into(),
+                dry_run: false,
+            }))
+            .await;
+        decode(&self.check(resp)?.object)
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
+        r
+    }
+
+    fn check<T>(&self, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, ClientError> {
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| ClientError::from_status(&s, &self.address))
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// Calls on one resource, with objects as JSON values.
+#[derive(Clone)]
+pub struct DynamicApi {
+    client: Client,
+    api_version: String,
+    resource: String,
+    namespace: String,
+}
+
+impl DynamicApi {
+    fn rref(&self, name: &str, subresource: &str) -> Option<ResourceRef> {
+        Some(ResourceRef {
+            api_version: self.api_version.clone(),
+            resource: self.resource.clone(),
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+            subresource: subresource.to_string(),
+        })
+    }
+
+    /// Reads one object ("" reads the latest state; "0" allows the server's cache).
+    pub async fn get(&self, name: &str, resource_version: &str) -> Result<Value, ClientError> {
+        self.get_sub(name, "", resource_version).await
+    }
+
+    /// Reads a subresource ("status", "scale").
+    pub async fn get_sub(
+        &self,
+        name: &str,
+        subresource: &str,
+        resource_version: &str,
+    ) -> Result<Value, ClientError> {
+        let c = &self.client;
+        let resp = c
+            .inner
+            .clone()
+            .get(c.req(GetRequest {
+                r#ref: self.rref(name, subresource),
+                resource_version: resource_version.into(),
+            }))
+            .await;
+        decode(&c.check(resp)?.object)
+    }
+
+    /// Lists one page.
+    pub async fn list(&self, p: &ListParams) -> Result<ObjectList<Value>, ClientError> {
+        let c = &self.client;
+        let resp = c
+            .inner
+            .clone()
+            .list(c.req(ListRequest {
+                r#ref: self.rref("", ""),
+                label_selector: p.label_selector.clone(),
+                field_selector: p.field_selector.clone(),
+                limit: p.limit,
+                continue_token: p.continue_token.clone(),
+                resource_version: p.resource_version.clone(),
+            }))
+            .await;
+        let resp = c.check(resp)?;
+        Ok(ObjectList {
+            items: resp
+                .items
+                .iter()
+                .map(|b| decode(b))
+                .collect::<Result<_, _>>()?,
+            resource_version: resp.resource_version,
+            continue_token: resp.continue_token,
+        })
+    }
+
+    /// Creates an object.
+    pub async fn create(&self, obj: &Value, dry_run: bool) -> Result<Value, ClientError> {
+        let c = &self.client;
+        let resp = c
+            .inner
+            .clone()
+            .create(c.req(CreateRequest {
+                r#ref: self.rref("", ""),
+                object: obj.to_string().into(),
+                dry_run,
+            }))
+            .await;
+        decode(&c.check(resp)?.object)
+    }
+
+    /// Replaces an object (or, with `subresource`, its status or scale).
+    pub async fn update(
+        &self,
+        obj: &Value,
+        subresource: &str,
+        dry_run: bool,
+    ) -> Result<Value, ClientError> {
+        let c = &self.client;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let req = c.req(UpdateRequest {
+            r#ref: self.rref(name, subresource),
+            object: obj.to_string().into(),
+            dry_run,
+        });
+        let resp = if subresource == "status" {
+            c.inner.clone().update_status(req).await
+        } else {
+            c.inner.clone().update(req).await
+        };
+        decode(&c.check(resp)?.object)
+    }
+
+    /// Patches an object (or a subresource).
+    pub async fn patch(
+        &self,
+        name: &str,
+        subresource: &str,
+        patch: &Patch,
+        dry_run: bool,
+    ) -> Result<Value, ClientError> {
+        let c = &self.client;
+        let (ty, doc) = match patch {
+            Patch::Merge(v) => (PatchType::Merge, v),
+            Patch::Json(v) => (PatchType::Json, v),
+        };
+        let resp = c
+            .inner
+            .clone()
+            .patch(c.req(PatchRequest {
+                r#ref: self.rref(name, subresource),
+                patch: doc.to_string().into(),
+                r#type: ty as i32,
+                dry_run,
+            }))
+            .await;
+        decode(&c.check(resp)?.object)
+    }
+
+    /// Deletes an object; returns it as deleted or as marked for deletion.
+    pub async fn delete(&self, name: &str, p: &DeleteParams) -> Result<Value, ClientError> {
+        let c = &self.client;
+        let resp = c
+            .inner
+            .clone()
+            .delete(c.req(DeleteRequest {
+                r#ref: self.rref(name, ""),
+                dry_run: p.dry_run,
+                grace_period_seconds: p.grace_period_seconds,
+                precondition_uid: p.precondition_uid.clone(),
+                precondition_resource_version: p.precondition_resource_version.clone(),
+            }))
+            .await;
+        decode(&c.check(resp)?.object)
+    }
+
+    /// Watches from `resource_version` ("": current state first, then changes).
+    pub async fn watch(
+        &self,
+        p: &ListParams,
+        resource_version: &str,
+        bookmarks: bool,
+    ) -> Result<WatchStream<Value>, ClientError> {
+        let c = &self.client;
+        let resp = c
+            .inner
+            .clone()
+            .watch(c.req(WatchRequest {
+                r#ref: self.rref("", ""),
+                label_selector: p.label_selector.clone(),
+                field_selector: p.field_selector.clone(),
+                resource_version: resource_version.into(),
+                allow_bookmarks: bookmarks,
+            }))
+            .await;
+        let stream = c.check(resp)?;
+        let address = c.address.clone();
+        Ok(Box::pin(stream.map(move |item| {
+            let ev = item.map_err(|s| ClientError::from_status(&s, &address))?;
+            let obj: Value = decode(&ev.object)?;
+            Ok(match EventType::try_from(ev.r#type) {
+                Ok(EventType::Added) => WatchEvent::Added(obj),
+                Ok(EventType::Modified) => WatchEvent::Modified(obj),
+                Ok(EventType::Deleted) => WatchEvent::Deleted(obj),
+                Ok(EventType::Bookmark) => WatchEvent::Bookmark(ev.resource_version),
+                Err(_) => {
+                    return Err(ClientError::Decode(format!(
+                        "unknown watch event type {}",
+                        ev.r#type
+                    )));
+                }
+            })
+        })))
+    }
+}
+
+/// Calls on one kind, with typed objects.
+pub struct Api<K> {
+    dynamic: DynamicApi,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Api<K> {
+    fn clone(&self) -> Self {
+        Api {
+            dynamic: self.dynamic.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+fn typed<K: DeserializeOwned>(v: Value) -> Result<K, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+fn untyped<K: Serialize>(k: &K) -> Result<Value, ClientError> {
+    serde_json::to_value(k).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+impl<K> Api<K>
+where
+    K: k8s_openapi::Resource + Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The untyped API underneath.
+    pub fn dynamic(&self) -> &DynamicApi {
+        &self.dynamic
+    }
+
+    /// Reads one object (latest state).
+    pub async fn get(&self, name: &str) -> Result<K, ClientError> {
+        typed(self.dynamic.get(name, "").await?)
+    }
+
+    /// Reads one object, or None when it does not exist.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<K>, ClientError> {
+        match self.get(name).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists one page.
+    pub async fn list(&self, p: &ListParams) -> Result<ObjectList<K>, ClientError> {
+        let page = self.dynamic.list(p).await?;
+        Ok(ObjectList {
+            items: page
+                .items
+                .into_iter()
+                .map(typed)
+                .collect::<Result<_, _>>()?,
+            resource_version: page.resource_version,
+            continue_token: page.continue_token,
+        })
+    }
+
+    /// Creates an object.
+    pub async fn create(&self, obj: &K) -> Result<K, ClientError> {
+        typed(self.dynamic.create(&untyped(obj)?, false).await?)
+    }
+
+    /// Replaces an object (Conflict when its resourceVersion is stale).
+    pub async fn update(&self, obj: &K) -> Result<K, ClientError> {
+        typed(self.dynamic.update(&untyped(obj)?, "", false).await?)
+    }
+
+    /// Replaces an object's status.
+    pub async fn update_status(&self, obj: &K) -> Result<K, ClientError> {
+        typed(self.dynamic.update(&untyped(obj)?, "status", false).await?)
+    }
+
+    /// Patches an object.
+    pub async fn patch(&self, name: &str, patch: &Patch) -> Result<K, ClientError> {
+        typed(self.dynamic.patch(name, "", patch, false).await?)
+    }
+
+    /// Patches an object's status.
+    pub async fn patch_status(&self, name: &str, patch: &Patch) -> Result<K, ClientError> {
+        typed(self.dynamic.patch(name, "status", patch, false).await?)
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, name: &str, p: &DeleteParams) -> Result<K, ClientError> {
+        typed(self.dynamic.delete(name, p).await?)
+    }
+
+    /// Watches from `resource_version`.
+    pub async fn watch(
+        &self,
+        p: &ListParams,
+        resource_version: &str,
+    ) -> Result<WatchStream<K>, ClientError> {
+        let stream = self.dynamic.watch(p, resource_version, true).await?;
+        Ok(Box::pin(stream.map(|ev| {
+            Ok(match ev? {
+                WatchEvent::Added(v) => WatchEvent::Added(typed(v)?),
+                WatchEvent::Modified(v) => WatchEvent::Modified(typed(v)?),
+                WatchEvent::Deleted(v) => WatchEvent::Deleted(typed(v)?),
+                WatchEvent::Bookmark(rv) => WatchEvent::Bookmark(rv),
+            })
+        })))
+    }
+}

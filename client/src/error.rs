@@ -1,0 +1,182 @@
+//! What a call to the API can fail with, as a typed enum: the server's Kubernetes status
+//! (its reason, message and, for Invalid, the fields at fault) or the transport.
+
+use serde_json::Value;
+
+/// One field the server found invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// The field path (`spec.containers[0].name`).
+    pub field: String,
+    /// Kubernetes' cause reason (`FieldValueRequired`).
+    pub reason: String,
+    /// What is wrong (`Required value`).
+    pub message: String,
+}
+
+/// A failed call.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The object (or its namespace) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A stale resourceVersion or a failed precondition.
+    #[error("{0}")]
+    Conflict(String),
+    /// The object failed validation; `causes` names each field.
+    #[error("{message}")]
+    Invalid {
+        /// The server's message (every field and reason).
+        message: String,
+        /// The fields at fault.
+        causes: Vec<Cause>,
+    },
+    /// The request is malformed (bad selector, wrong kind, bad JSON).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A resourceVersion or continue token too old: list again.
+    #[error("{0}")]
+    Expired(String),
+    /// The request is over the server's size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// No or a wrong token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The server (or its store) is unavailable, or a watch fell behind: retry or resume.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The server cannot be reached at all.
+    #[error("cannot reach the server at {address}: {reason}")]
+    Unreachable {
+        /// The server's URL.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server answered with something this client cannot decode.
+    #[error("cannot decode the server's answer: {0}")]
+    Decode(String),
+    /// Any other failure the server reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ClientError {
+    /// Is it NotFound?
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::NotFound(_))
+    }
+
+    /// Is it Conflict?
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ClientError::Conflict(_))
+    }
+
+    /// Is it AlreadyExists?
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ClientError::AlreadyExists(_))
+    }
+
+    /// Is it Expired (a watch or list must start over)?
+    pub fn is_expired(&self) -> bool {
+        matches!(self, ClientError::Expired(_))
+    }
+
+    /// The error for a gRPC status from the server at `address`.
+    pub fn from_status(status: &tonic::Status, address: &str) -> Self {
+        let details: Value = serde_json::from_slice(status.details()).unwrap_or(Value::Null);
+        let reason = details["reason"].as_str().unwrap_or_default();
+        let message = status.message().to_string();
+        match (status.code(), reason) {
+            (_, "NotFound") | (tonic::Code::NotFound, _) => ClientError::NotFound(message),
+            (_, "AlreadyExists") | (tonic::Code::AlreadyExists, _) => {
+                ClientError::AlreadyExists(message)
+            }
+            (_, "Conflict") | (tonic::Code::Aborted, _) => ClientError::Conflict(message),
+            (_, "Invalid") => ClientError::Invalid {
+                message,
+                causes: details["details"]["causes"]
+                    .as_array()
+                    .map(|cs| cs.iter().map(cause).collect())
+                    .unwrap_or_default(),
+            },
+            (_, "Expired" | "Gone") | (tonic::Code::OutOfRange, _) => ClientError::Expired(message),
+            (tonic::Code::InvalidArgument, _) => ClientError::BadRequest(message),
+            (tonic::Code::ResourceExhausted, _) => ClientError::TooLarge(message),
+            (tonic::Code::Unauthenticated, _) => ClientError::Unauthorized(message),
+            (tonic::Code::PermissionDenied, _) => ClientError::Forbidden(message),
+            (tonic::Code::Unavailable, _) if details.is_null() => ClientError::Unreachable {
+                address: address.to_string(),
+                reason: message,
+            },
+            (tonic::Code::Unavailable | tonic::Code::DeadlineExceeded, _) => {
+                ClientError::Unavailable(message)
+            }
+            _ => ClientError::Other(message),
+        }
+    }
+}
+
+fn cause(c: &Value) -> Cause {
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Cause {
+        field: text("field"),
+        reason: text("reason"),
+        message: text("message"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, details: Value) -> tonic::Status {
+        tonic::Status::with_details(
+            code,
+            "msg",
+            serde_json::to_vec(&details).expect("json").into(),
+        )
+    }
+
+    #[test]
+    fn statuses_become_typed_errors() {
+        let invalid = status(
+            tonic::Code::InvalidArgument,
+            serde_json::json!({"reason": "Invalid", "details": {"causes": [{"field": "spec.replicas", "reason": "FieldValueInvalid", "message": "Invalid value: -1"}]}}),
+        );
+        match ClientError::from_status(&invalid, "http://x") {
+            ClientError::Invalid { causes, .. } => assert_eq!(causes[0].field, "spec.replicas"),
+            other => panic!("{other:?}"),
+        }
+        let bad = status(
+            tonic::Code::InvalidArgument,
+            serde_json::json!({"reason": "BadRequest"}),
+        );
+        assert!(matches!(
+            ClientError::from_status(&bad, "x"),
+            ClientError::BadRequest(_)
+        ));
+        let conflict = status(
+            tonic::Code::Aborted,
+            serde_json::json!({"reason": "Conflict"}),
+        );
+        assert!(ClientError::from_status(&conflict, "x").is_conflict());
+        let expired = status(
+            tonic::Code::OutOfRange,
+            serde_json::json!({"reason": "Expired"}),
+        );
+        assert!(ClientError::from_status(&expired, "x").is_expired());
+        let down = tonic::Status::unavailable("connection refused");
+        assert!(matches!(
+            ClientError::from_status(&down, "http://127.0.0.1:1"),
+            ClientError::Unreachable { .. }
+        ));
+    }
+}

@@ -1,0 +1,195 @@
+//! The client library against a real API server: the admin kubeconfig the server writes,
+//! typed calls for k8s-openapi types, errors as a typed enum, and watches.
+
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/inproc.rs"]
+mod inproc;
+
+use std::time::Duration;
+
+use api::{ApiHarness, StoreSetup};
+use flotilla_client::{
+    Client, ClientError, DeleteParams, Kubeconfig, ListParams, Patch, WatchEvent,
+};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use serde_json::json;
+
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}
+        }
+    }))
+    .expect("a deployment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_calls_through_the_admin_kubeconfig() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = Kubeconfig::read(&kubeconfig)
+        .expect("admin.yaml reads")
+        .resolve(None)
+        .expect("resolves");
+    assert_eq!(resolved.namespace, "default");
+    let client = Client::new(&resolved).expect("client");
+    let deployments = client.api::<Deployment>("default");
+
+    let created = deployments
+        .create(&deployment("web"))
+        .await
+        .expect("create");
+    assert_eq!(created.metadata.generation, Some(1));
+    let strategy = created.spec.strategy.clone().expect("defaulted strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+
+    let mut stale = created.clone();
+    let mut fresh = deployments.get("web").await.expect("get");
+    fresh.spec.replicas = Some(3);
+    deployments.update(&fresh).await.expect("update");
+    stale.spec.replicas = Some(5);
+    let err = deployments
+        .update(&stale)
+        .await
+        .expect_err("a stale update");
+    assert!(err.is_conflict(), "{err:?}");
+
+    let patched = deployments
+        .patch(
+            "web",
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("a")
+    );
+
+    let list = deployments
+        .list(&ListParams {
+            label_selector: "team=a".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(list.items.len(), 1);
+
+    let missing = deployments.get("nope").await.expect_err("missing");
+    assert!(missing.is_not_found());
+    assert_eq!(missing.to_string(), "deployments.apps \"nope\" not found");
+    assert!(
+        deployments
+            .get_opt("nope")
+            .await
+            .expect("get_opt")
+            .is_none()
+    );
+
+    let pods = client.api::<Pod>("default");
+    let invalid: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]}}),
+    )
+    .expect("pod");
+    match pods.create(&invalid).await {
+        Err(ClientError::Invalid { causes, message }) => {
+            assert_eq!(causes[0].field, "spec.containers[0].image", "{message}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+
+    // A watch from the list's revision sees a change and the deletion.
+    let cms = client.api::<ConfigMap>("default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .resource_version;
+    let mut watch = cms.watch(&ListParams::default(), &rv).await.expect("watch");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "1"}}))
+            .expect("cm");
+    cms.create(&cm).await.expect("create cm");
+    cms.delete("cfg", &DeleteParams::default())
+        .await
+        .expect("delete cm");
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("no error");
+        match ev {
+            WatchEvent::Added(c) => kinds.push(("ADDED", c.metadata.name)),
+            WatchEvent::Deleted(c) => kinds.push(("DELETED", c.metadata.name)),
+            WatchEvent::Modified(_) | WatchEvent::Bookmark(_) => {}
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            ("ADDED", Some("cfg".to_string())),
+            ("DELETED", Some("cfg".to_string()))
+        ]
+    );
+
+    let discovered = client.discover().await.expect("discover");
+    assert!(
+        discovered
+            .iter()
+            .any(|r| r.resource == "deployments" && r.short_names.contains(&"deploy".to_string()))
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_server_and_the_kubeconfig() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let mut resolved = Kubeconfig::read(&kubeconfig)
+        .expect("reads")
+        .resolve(None)
+        .expect("resolves");
+
+    resolved.token = Some("wrong".into());
+    let wrong = Client::new(&resolved).expect("client");
+    let e = wrong
+        .api::<Pod>("default")
+        .list(&ListParams::default())
+        .await
+        .expect_err("a wrong token");
+    assert!(matches!(e, ClientError::Unauthorized(_)), "{e:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    resolved.server = format!("http://{closed}");
+    let down = Client::new(&resolved).expect("client");
+    let e = down
+        .api::<Pod>("default")
+        .list(&ListParams::default())
+        .await
+        .expect_err("nothing listens");
+    let msg = e.to_string();
+    assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
+    assert!(
+        msg.contains(&closed.to_string()) && msg.contains("admin.yaml"),
+        "{msg}"
+    );
+    h.shutdown().await;
+}
