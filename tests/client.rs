@@ -193,3 +193,96 @@ async fn errors_name_the_server_and_the_kubeconfig() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_informer_follows_changes_and_survives_a_server_restart() {
+    use flotilla_client::{Change, Informer};
+    use std::sync::{Arc, Mutex};
+
+    let mut h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = Kubeconfig::read(&kubeconfig)
+        .expect("reads")
+        .resolve(None)
+        .expect("resolves");
+    let client = Client::new(&resolved).expect("client");
+    let pods = client.api::<Pod>("default");
+    let pod = |name: &str, node: &str| -> Pod {
+        let mut v = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
+        if !node.is_empty() {
+            v["spec"]["nodeName"] = json!(node);
+        }
+        serde_json::from_value(v).expect("pod")
+    };
+    for (n, node) in [("a", "n1"), ("b", "n1"), ("c", "")] {
+        pods.create(&pod(n, node)).await.expect("create");
+    }
+
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let log = seen.clone();
+    let informer = Informer::new(client.api::<Pod>(""), ListParams::default())
+        .with_index("node", flotilla_client::informer::pods_by_node)
+        .on_change(move |c| {
+            let (what, p) = match c {
+                Change::Added(p) => ("added", p),
+                Change::Updated { new, .. } => ("updated", new),
+                Change::Deleted(p) => ("deleted", p),
+            };
+            log.lock().expect("lock").push(format!(
+                "{what} {}",
+                p.metadata.name.clone().unwrap_or_default()
+            ));
+        });
+    let store = informer.store();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(informer.run(stop_rx));
+    assert!(store.wait_until_ready().await);
+    assert_eq!(store.len(), 3);
+    assert_eq!(store.by_index("node", "n1").len(), 2);
+    assert_eq!(store.by_index("namespace", "default").len(), 3);
+
+    pods.delete(
+        "a",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete");
+    pods.create(&pod("d", "n2")).await.expect("create");
+    inproc::wait_until(Duration::from_secs(10), "the informer sees the delete and the create", || {
+        let s = store.clone();
+        async move { (s.get("default/a").is_none() && s.get("default/d").is_some()).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        store.by_index("node", "n1").len(),
+        1,
+        "indexes follow deletions"
+    );
+
+    // The watch breaks with the server; the informer resumes (or re-lists) on its own.
+    h.restart().await;
+    pods.create(&pod("e", "n2"))
+        .await
+        .expect("create after the restart");
+    inproc::wait_until(
+        Duration::from_secs(20),
+        "the informer catches up after the restart",
+        || {
+            let s = store.clone();
+            async move { s.get("default/e").is_some().then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(store.by_index("node", "n2").len(), 2);
+    let log = seen.lock().expect("lock").clone();
+    assert!(
+        log.contains(&"deleted a".to_string()) && log.contains(&"added e".to_string()),
+        "{log:?}"
+    );
+    stop.send_replace(true);
+    task.await.expect("the informer stops");
+    h.shutdown().await;
+}

@@ -94,12 +94,12 @@ impl ApiHarness {
             inproc,
             process,
         };
-        h.start_server().await;
+        h.start_server("127.0.0.1:0".parse().expect("addr")).await;
         h
     }
 
-    async fn start_server(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn start_server(&mut self, addr: std::net::SocketAddr) {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let server = Server::start(self.config.clone(), listener)
             .await
             .expect("the API server starts");
@@ -112,12 +112,13 @@ impl ApiHarness {
         .await;
     }
 
-    /// Stops the server cleanly and starts it again on the same data dir and store.
+    /// Stops the server cleanly and starts it again on the same port, data dir and store.
     pub async fn restart(&mut self) {
+        let addr = self.addr();
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
-        self.start_server().await;
+        self.start_server(addr).await;
     }
 
     fn server(&self) -> &Server {
