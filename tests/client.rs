@@ -286,3 +286,102 @@ async fn an_informer_follows_changes_and_survives_a_server_restart() {
     task.await.expect("the informer stops");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_a_successor_when_it_goes() {
+    use flotilla_client::{LeaderConfig, LeaderElector};
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = Kubeconfig::read(&kubeconfig)
+        .expect("reads")
+        .resolve(None)
+        .expect("resolves");
+    let client = Client::new(&resolved).expect("client");
+    let config = LeaderConfig {
+        lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(800),
+        retry_period: Duration::from_millis(100),
+    };
+    let mut candidates = Vec::new();
+    for id in ["a", "b", "c"] {
+        let e = LeaderElector::new(
+            client.api::<Lease>("kube-system"),
+            "scheduler",
+            id,
+            config.clone(),
+        );
+        let leading = e.leading();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(e.run(stop_rx));
+        candidates.push((id, leading, stop, task));
+    }
+    fn leaders<S, T>(
+        c: &[(&'static str, tokio::sync::watch::Receiver<bool>, S, T)],
+    ) -> Vec<&'static str> {
+        c.iter()
+            .filter(|(_, l, _, _)| *l.borrow())
+            .map(|(id, ..)| *id)
+            .collect()
+    }
+    let first = inproc::wait_until(Duration::from_secs(10), "a leader is elected", || {
+        let l = leaders(&candidates).first().map(|s| s.to_string());
+        async move { l }
+    })
+    .await;
+    for _ in 0..20 {
+        assert!(
+            leaders(&candidates).len() <= 1,
+            "two leaders at once: {:?}",
+            leaders(&candidates)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A leader that stops releases the lease; a successor follows within a retry or two.
+    let i = candidates
+        .iter()
+        .position(|c| c.0 == first)
+        .expect("the leader");
+    let (_, _, stop, task) = candidates.remove(i);
+    stop.send_replace(true);
+    task.await.expect("the leader stops");
+    let second = inproc::wait_until(
+        Duration::from_secs(5),
+        "a successor after a release",
+        || {
+            let l = leaders(&candidates).first().map(|s| s.to_string());
+            async move { l }
+        },
+    )
+    .await;
+    assert_ne!(second, first);
+
+    // A leader that dies without releasing is replaced once its lease expires.
+    let i = candidates
+        .iter()
+        .position(|c| c.0 == second)
+        .expect("the leader");
+    let (_, _, _stop, task) = candidates.remove(i);
+    task.abort();
+    let third = inproc::wait_until(
+        Duration::from_secs(10),
+        "a successor after the lease expires",
+        || {
+            let l = leaders(&candidates).first().map(|s| s.to_string());
+            async move { l }
+        },
+    )
+    .await;
+    assert!(third != first && third != second);
+    let lease = client
+        .api::<Lease>("kube-system")
+        .get("scheduler")
+        .await
+        .expect("the lease");
+    let spec = lease.spec.expect("spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some(third.as_str()));
+    assert!(spec.lease_transitions.unwrap_or(0) >= 2, "{spec:?}");
+    h.shutdown().await;
+}

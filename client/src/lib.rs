@@ -6,16 +6,19 @@
 //!   (any k8s-openapi type)
 //! - [`error`]: the server's statuses as a typed enum
 //! - [`informer`]: list + watch into a local cache with indexes and change handlers
+//! - [`leader`]: leader election on a coordination.k8s.io Lease
 //! - [`workqueue`]: a de-duplicating, rate-limited work queue for controllers
 
 pub mod api;
 pub mod error;
 pub mod informer;
 pub mod kubeconfig;
+pub mod leader;
 pub mod workqueue;
 
 pub use api::{Api, Client, DeleteParams, DynamicApi, ListParams, ObjectList, Patch, WatchEvent};
 pub use error::ClientError;
 pub use informer::{Change, Informer, Store};
 pub use kubeconfig::{Kubeconfig, Resolved};
+pub use leader::{LeaderConfig, LeaderElector};
 pub use workqueue::WorkQueue;
