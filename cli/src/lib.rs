@@ -2,11 +2,13 @@
 //! `run(config, shutdown)`; everything else lives in those crates.
 //!
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
+//! - [`flotctl`]: the `flotctl` command line
 //! - [`server`]: `flotilla server`, the all-in-one control plane
 //! - [`signals`]: SIGTERM/SIGINT as a shutdown future
 //! - [`logging`]: the tracing subscriber every daemon uses
 
 pub mod etcd;
+pub mod flotctl;
 pub mod logging;
 pub mod server;
 pub mod signals;

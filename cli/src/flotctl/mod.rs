@@ -1,0 +1,54 @@
+//! `flotctl`: the command line a kubectl user already knows, over the client library.
+//!
+//! - [`manifest`]: reading `-f` files, directories and stdin
+//! - [`printer`]: tables with kubectl's columns, names, ages
+//! - [`commands`]: one function per verb
+
+pub mod commands;
+pub mod manifest;
+pub mod printer;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// flotctl controls a Flotilla cluster.
+#[derive(Parser, Debug)]
+#[command(name = "flotctl", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Flags every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, as kubectl names them.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Path to the kubeconfig file (else $KUBECONFIG, else ~/.flotilla/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The namespace (default: the context's).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+}
+
+/// The verbs.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Display one or many resources.
+    Get(commands::GetArgs),
+    /// Create resources from files or stdin.
+    Create(commands::FileArgs),
+    /// Delete resources by file, by name or by label selector.
+    Delete(commands::DeleteArgs),
+    /// Print the resource types the server serves.
+    ApiResources,
+    /// Print the client and server versions.
+    Version,
+}

@@ -1,0 +1,209 @@
+//! The built `flotctl` binary against an in-process API server: output shapes, exit codes
+//! and error messages as a kubectl user expects them.
+
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/inproc.rs"]
+mod inproc;
+
+use std::path::{Path, PathBuf};
+
+use api::{ApiHarness, StoreSetup};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn flotctl(kubeconfig: &Path, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .expect("flotctl runs");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const APP: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: \"nginx:1.25\", ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {app: web}}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: broken}
+spec:
+  containers: [{name: c}]
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write manifest");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_and_delete_as_kubectl_does() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let app = write(h.dir.path(), "app.yaml", APP);
+    let app = app.to_str().expect("utf-8 path");
+
+    // One invalid document: the others are created, the invalid one reported, exit 1.
+    let out = flotctl(&kc, &["create", "-f", app]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "deployment.apps/web created\nservice/web created\n"
+    );
+    assert!(
+        out.stderr.contains("Error from server (Invalid)")
+            && out
+                .stderr
+                .contains("spec.containers[0].image: Required value"),
+        "{}",
+        out.stderr
+    );
+
+    let out = flotctl(&kc, &["get", "deploy,svc"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("READY   UP-TO-DATE   AVAILABLE   AGE"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].starts_with("deployment.apps/web   0/2"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("TYPE       CLUSTER-IP")
+            && out.stdout.contains("service/web   NodePort"),
+        "{}",
+        out.stdout
+    );
+
+    let out = flotctl(&kc, &["get", "svc", "web", "-o", "json"]).await;
+    let svc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON output");
+    assert_eq!(svc["kind"], "Service");
+    let out = flotctl(&kc, &["get", "deployments", "-o", "yaml"]).await;
+    assert!(
+        out.stdout.starts_with("apiVersion: v1\nitems:") && out.stdout.contains("kind: List"),
+        "{}",
+        out.stdout
+    );
+    let out = flotctl(&kc, &["get", "all-the-things"]).await;
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: the server doesn't have a resource type \"all-the-things\""
+    );
+    let out = flotctl(&kc, &["get", "po", "missing"]).await;
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.trim(),
+        "Error from server (NotFound): pods \"missing\" not found"
+    );
+    let out = flotctl(&kc, &["get", "ns", "-o", "name"]).await;
+    assert!(
+        out.stdout.contains("namespace/default\n")
+            && out.stdout.contains("namespace/kube-system\n"),
+        "{}",
+        out.stdout
+    );
+    let out = flotctl(&kc, &["get", "svc", "-l", "app=web", "--show-labels", "-A"]).await;
+    assert!(
+        out.stdout.starts_with("NAMESPACE   NAME") && out.stdout.contains("app=web"),
+        "{}",
+        out.stdout
+    );
+    let out = flotctl(&kc, &["get", "pods"]).await;
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (0, "No resources found in default namespace.")
+    );
+
+    let out = flotctl(&kc, &["delete", "deployment", "web"]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "deployment.apps/web deleted\n"),
+        "{}",
+        out.stderr
+    );
+    let out = flotctl(&kc, &["delete", "-f", app]).await;
+    assert_eq!(
+        out.code, 1,
+        "the deployment is already gone and the pod was never created"
+    );
+    assert!(out.stdout.contains("service/web deleted"), "{}", out.stdout);
+    let out = flotctl(&kc, &["delete", "-f", app, "--ignore-not-found"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_and_unreachable_servers_are_named() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let bad = write(
+        h.dir.path(),
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x\ndata: {}\n",
+    );
+    let out = flotctl(&kc, &["create", "-f", bad.to_str().expect("utf-8")]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("bad.yaml")
+            && out.stderr.contains("line")
+            && out.stderr.contains("column"),
+        "{}",
+        out.stderr
+    );
+    let out = flotctl(&kc, &["get", "cm", "x"]).await;
+    assert_eq!(out.code, 1, "nothing was created");
+
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let text = std::fs::read_to_string(&kc)
+        .expect("kubeconfig")
+        .replace(&format!("http://{}", h.addr()), &format!("http://{down}"));
+    let other = write(h.dir.path(), "down.yaml", &text);
+    let out = flotctl(&other, &["get", "pods"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(&down.to_string()) && out.stderr.contains("down.yaml"),
+        "{}",
+        out.stderr
+    );
+    h.shutdown().await;
+}
