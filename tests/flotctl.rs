@@ -207,3 +207,92 @@ async fn bad_manifests_and_unreachable_servers_are_named() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_configures_and_leaves_unchanged() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let v1 = APP.replace("---\napiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers: [{name: c}]\n", "")
+        .replace("metadata:\n  name: web\n  labels: {app: web}", "metadata:\n  name: web\n  labels: {app: web, tier: front}");
+    let path = write(h.dir.path(), "app.yaml", &v1);
+    let file = path.to_str().expect("utf-8");
+
+    let out = flotctl(&kc, &["apply", "-f", file]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "deployment.apps/web created\nservice/web created\n"),
+        "{}",
+        out.stderr
+    );
+    let svc = flotctl(&kc, &["get", "svc", "web", "-o", "json"]).await;
+    let ip =
+        serde_json::from_str::<serde_json::Value>(&svc.stdout).expect("json")["spec"]["clusterIP"]
+            .clone();
+
+    let out = flotctl(&kc, &["apply", "-f", file]).await;
+    assert_eq!(
+        out.stdout, "deployment.apps/web unchanged\nservice/web unchanged\n",
+        "{}",
+        out.stderr
+    );
+
+    // Drop a label and change the replica count: the label goes, the count changes, and
+    // what the server set (defaults, the Service's clusterIP) stays.
+    std::fs::write(
+        &path,
+        v1.replace("labels: {app: web, tier: front}", "labels: {app: web}")
+            .replace("replicas: 2", "replicas: 4"),
+    )
+    .expect("rewrite");
+    let out = flotctl(&kc, &["apply", "-f", file, "--dry-run=server"]).await;
+    assert_eq!(
+        out.stdout,
+        "deployment.apps/web configured (server dry run)\nservice/web unchanged (server dry run)\n",
+        "{}",
+        out.stderr
+    );
+    let out = flotctl(&kc, &["apply", "-f", file]).await;
+    assert_eq!(
+        out.stdout, "deployment.apps/web configured\nservice/web unchanged\n",
+        "{}",
+        out.stderr
+    );
+    let d: serde_json::Value = serde_json::from_str(
+        &flotctl(&kc, &["get", "deploy", "web", "-o", "json"])
+            .await
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert!(
+        d["metadata"]["labels"]["tier"].is_null(),
+        "{}",
+        d["metadata"]["labels"]
+    );
+    assert_eq!(
+        d["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaults stay"
+    );
+    assert!(
+        d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+    let svc: serde_json::Value = serde_json::from_str(
+        &flotctl(&kc, &["get", "svc", "web", "-o", "json"])
+            .await
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(svc["spec"]["clusterIP"], ip, "the allocated IP stays");
+
+    let broken = write(h.dir.path(), "broken.yaml", APP);
+    let out = flotctl(&kc, &["apply", "-f", broken.to_str().expect("utf-8")]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("service/web") && out.stderr.contains("spec.containers[0].image"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    h.shutdown().await;
+}

@@ -60,6 +60,20 @@ pub struct FileArgs {
     pub dry_run: Option<String>,
 }
 
+/// `apply` flags.
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Files, directories or - for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+    /// Recurse into directories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// `client`: only print what would be done; `server`: validate on the server too.
+    #[arg(long)]
+    pub dry_run: Option<String>,
+}
+
 /// `delete` flags.
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
@@ -180,6 +194,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         }
         Command::Get(a) => get(g, a).await,
         Command::Create(a) => create(g, a).await,
+        Command::Apply(a) => apply(g, a).await,
         Command::Delete(a) => delete(g, a).await,
     }
 }
@@ -411,6 +426,83 @@ async fn create(g: &Global, a: &FileArgs) -> Result<(), CommandError> {
             Err(e) => {
                 eprintln!(
                     "Error from server ({}): error when creating \"{}\": {e}",
+                    reason(&e),
+                    d.origin
+                );
+                failed = Some(CommandError(String::new()));
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn apply(g: &Global, a: &ApplyArgs) -> Result<(), CommandError> {
+    let (client_only, server_dry) = match a.dry_run.as_deref() {
+        None | Some("none") => (false, false),
+        Some("client") => (true, false),
+        Some("server") => (false, true),
+        Some(other) => {
+            return Err(CommandError(format!(
+                "error: invalid dry-run value ({other}); must be \"none\", \"server\", or \"client\""
+            )));
+        }
+    };
+    let suffix = match (client_only, server_dry) {
+        (true, _) => " (dry run)",
+        (_, true) => " (server dry run)",
+        _ => "",
+    };
+    let docs = manifest::read_all(&a.files, a.recursive)
+        .map_err(|e| CommandError(format!("error: {e}")))?;
+    let s = Session::open(g).await?;
+    let mut failed = None;
+    for d in docs {
+        let info = match s.for_kind(
+            d.object["apiVersion"].as_str().unwrap_or_default(),
+            d.object["kind"].as_str().unwrap_or_default(),
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("{}: {}", d.origin, e.0.trim_start_matches("error: "));
+                failed = Some(CommandError(String::new()));
+                continue;
+            }
+        };
+        let ns = s.namespace_for(info, Some(&d.object));
+        let name = d.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let api = s.client.dynamic(&info.api_version, &info.resource, &ns);
+        let sent = super::apply::with_record(&d.object);
+        let outcome = match api.get(&name, "").await {
+            Err(e) if e.is_not_found() => {
+                if client_only {
+                    Ok("created")
+                } else {
+                    api.create(&sent, server_dry).await.map(|_| "created")
+                }
+            }
+            Err(e) => Err(e),
+            Ok(live) => {
+                let original = super::apply::recorded(&live);
+                let patch = super::apply::three_way_merge_patch(&original, &sent, &live);
+                if super::apply::is_empty(&patch) {
+                    Ok("unchanged")
+                } else if client_only {
+                    Ok("configured")
+                } else {
+                    api.patch(&name, "", &flotilla_client::Patch::Merge(patch), server_dry)
+                        .await
+                        .map(|_| "configured")
+                }
+            }
+        };
+        match outcome {
+            Ok(what) => println!("{} {what}{suffix}", qualified_name(info, &name)),
+            Err(e) => {
+                eprintln!(
+                    "Error from server ({}): error when applying \"{}\": {e}",
                     reason(&e),
                     d.origin
                 );

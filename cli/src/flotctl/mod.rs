@@ -1,9 +1,11 @@
 //! `flotctl`: the command line a kubectl user already knows, over the client library.
 //!
+//! - [`apply`]: client-side apply's record and three-way merge
 //! - [`manifest`]: reading `-f` files, directories and stdin
 //! - [`printer`]: tables with kubectl's columns, names, ages
 //! - [`commands`]: one function per verb
 
+pub mod apply;
 pub mod commands;
 pub mod manifest;
 pub mod printer;
@@ -41,6 +43,8 @@ pub struct Global {
 /// The verbs.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create or update resources from files or stdin (client-side apply).
+    Apply(commands::ApplyArgs),
     /// Display one or many resources.
     Get(commands::GetArgs),
     /// Create resources from files or stdin.
