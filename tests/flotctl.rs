@@ -296,3 +296,157 @@ async fn apply_creates_configures_and_leaves_unchanged() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_annotate_patch_replace_config_and_watch() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let cm = write(
+        h.dir.path(),
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, labels: {app: a}}\ndata: {k: v}\n",
+    );
+    let cm = cm.to_str().expect("utf-8");
+    assert_eq!(flotctl(&kc, &["apply", "-f", cm]).await.code, 0);
+
+    let out = flotctl(&kc, &["label", "cm", "cfg", "tier=web"]).await;
+    assert_eq!(out.stdout, "configmap/cfg labeled\n", "{}", out.stderr);
+    let out = flotctl(&kc, &["label", "cm/cfg", "tier=db"]).await;
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: 'tier' already has a value (web), and --overwrite is false"
+    );
+    assert_eq!(
+        flotctl(&kc, &["label", "cm/cfg", "tier=db", "--overwrite"])
+            .await
+            .stdout,
+        "configmap/cfg labeled\n"
+    );
+    assert_eq!(
+        flotctl(&kc, &["label", "cm/cfg", "tier-"]).await.stdout,
+        "configmap/cfg labeled\n"
+    );
+    assert_eq!(
+        flotctl(&kc, &["label", "cm/cfg", "tier-"]).await.stdout,
+        "configmap/cfg not labeled\n"
+    );
+    assert_eq!(
+        flotctl(&kc, &["annotate", "cm", "cfg", "note=hi"])
+            .await
+            .stdout,
+        "configmap/cfg annotated\n"
+    );
+
+    let out = flotctl(
+        &kc,
+        &["patch", "cm", "cfg", "-p", "{\"data\":{\"k\":\"w\"}}"],
+    )
+    .await;
+    assert_eq!(out.stdout, "configmap/cfg patched\n", "{}", out.stderr);
+    let out = flotctl(
+        &kc,
+        &[
+            "patch",
+            "cm",
+            "cfg",
+            "--type",
+            "json",
+            "-p",
+            "[{\"op\":\"add\",\"path\":\"/data/x\",\"value\":\"1\"}]",
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "configmap/cfg patched\n", "{}", out.stderr);
+    let got: serde_json::Value = serde_json::from_str(
+        &flotctl(&kc, &["get", "cm", "cfg", "-o", "json"])
+            .await
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(
+        (got["data"]["k"].as_str(), got["data"]["x"].as_str()),
+        (Some("w"), Some("1"))
+    );
+    assert!(
+        got["metadata"]["labels"]["tier"].is_null()
+            && got["metadata"]["annotations"]["note"] == "hi"
+    );
+
+    // replace honours the resourceVersion in the file: a stale one is a conflict.
+    let stale = write(
+        h.dir.path(),
+        "stale.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, resourceVersion: \"2\"}\ndata: {k: z}\n",
+    );
+    let out = flotctl(&kc, &["replace", "-f", stale.to_str().expect("utf-8")]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("the object has been modified"),
+        "{}",
+        out.stderr
+    );
+    let fresh = write(
+        h.dir.path(),
+        "fresh.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {k: z}\n",
+    );
+    let out = flotctl(&kc, &["replace", "-f", fresh.to_str().expect("utf-8")]).await;
+    assert_eq!(out.stdout, "configmap/cfg replaced\n", "{}", out.stderr);
+
+    assert_eq!(
+        flotctl(&kc, &["config", "current-context"]).await.stdout,
+        "flotilla\n"
+    );
+    let view = flotctl(&kc, &["config", "view"]).await.stdout;
+    assert!(
+        view.contains("token: REDACTED")
+            && !view.contains(&h.server.as_ref().expect("running").admin_token),
+        "{view}"
+    );
+    assert!(
+        flotctl(&kc, &["config", "get-contexts"])
+            .await
+            .stdout
+            .contains("*         flotilla")
+    );
+
+    // get -w prints the current rows, then one row per change.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["get", "cm", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("flotctl get -w");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert!(next_line(&mut lines).await.starts_with("NAME"));
+    assert!(next_line(&mut lines).await.starts_with("cfg "));
+    let other = write(
+        h.dir.path(),
+        "other.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n",
+    );
+    assert_eq!(
+        flotctl(&kc, &["apply", "-f", other.to_str().expect("utf-8")])
+            .await
+            .code,
+        0
+    );
+    assert!(next_line(&mut lines).await.starts_with("other "));
+    child.kill().await.expect("stop the watch");
+    h.shutdown().await;
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read")
+        .expect("open")
+}

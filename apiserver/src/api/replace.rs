@@ -122,6 +122,14 @@ impl Api {
                 at.namespace
             )));
         }
+        if at.info.namespaced && part != Part::Scale {
+            // The request names the namespace; a manifest usually does not.
+            super::set_meta(
+                &mut written,
+                "namespace",
+                Value::String(at.namespace.clone()),
+            );
+        }
         let precondition = parse_resource_version(resource_version(&written).unwrap_or_default())?;
         let out = self
             .replace(&at, &name, precondition, dry_run, part, |current| {

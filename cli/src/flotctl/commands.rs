@@ -44,6 +44,57 @@ pub struct GetArgs {
     /// Show labels as the last column.
     #[arg(long)]
     pub show_labels: bool,
+    /// After listing, watch for changes and print each as a row.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+/// `patch` flags.
+#[derive(Args, Debug)]
+pub struct PatchArgs {
+    /// TYPE NAME, or TYPE/NAME.
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// The patch, as JSON (or YAML).
+    #[arg(short = 'p', long)]
+    pub patch: String,
+    /// merge (RFC 7386) or json (RFC 6902).
+    #[arg(long = "type", default_value = "merge")]
+    pub patch_type: String,
+    /// The subresource to patch (status, scale).
+    #[arg(long)]
+    pub subresource: Option<String>,
+}
+
+/// `label` / `annotate` flags.
+#[derive(Args, Debug)]
+pub struct MetaArgs {
+    /// TYPE NAME KEY=VALUE… KEY-…, or TYPE/NAME KEY=VALUE…
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// Allow changing a key that already has a value.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `config` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the merged kubeconfig (tokens redacted unless --raw).
+    View {
+        /// Show credentials.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Print the current context.
+    CurrentContext,
+    /// List the contexts.
+    GetContexts,
+    /// Set the current context in the kubeconfig file.
+    UseContext {
+        /// The context.
+        name: String,
+    },
 }
 
 /// `-f` flags.
@@ -195,6 +246,11 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         Command::Get(a) => get(g, a).await,
         Command::Create(a) => create(g, a).await,
         Command::Apply(a) => apply(g, a).await,
+        Command::Replace(a) => replace(g, a).await,
+        Command::Patch(a) => patch(g, a).await,
+        Command::Label(a) => set_meta(g, a, "labels", "labeled").await,
+        Command::Annotate(a) => set_meta(g, a, "annotations", "annotated").await,
+        Command::Config(c) => config(g, c),
         Command::Delete(a) => delete(g, a).await,
     }
 }
@@ -240,6 +296,12 @@ async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
     let mut objects: Vec<Value> = Vec::new();
     let mut failed = None;
     let mut text = String::new();
+    let mut list_rv = String::new();
+    if a.watch && targets.len() > 1 {
+        return Err(CommandError(
+            "error: you may only specify a single resource type when watching".into(),
+        ));
+    }
     for (ty, names) in &targets {
         let info = s.resolve(ty)?;
         let ns = if a.all_namespaces || !info.namespaced {
@@ -255,7 +317,9 @@ async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
                 field_selector: a.field_selector.clone().unwrap_or_default(),
                 ..Default::default()
             };
-            items = api.list(&p).await?.items;
+            let page = api.list(&p).await?;
+            list_rv = page.resource_version;
+            items = page.items;
         } else {
             for n in names {
                 match api.get(n, "").await {
@@ -336,7 +400,7 @@ async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
                 print!("{}", serde_norway::to_string(&doc).unwrap_or_default());
             }
         }
-        _ if text.is_empty() && failed.is_none() => {
+        _ if text.is_empty() && failed.is_none() && !a.watch => {
             let where_ = if a.all_namespaces {
                 String::new()
             } else {
@@ -346,7 +410,116 @@ async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
         }
         _ => print!("{text}"),
     }
+    if a.watch {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if let Some((ty, names)) = targets.first() {
+            return watch_rows(&s, a, s.resolve(ty)?, names, list_rv, text.is_empty()).await;
+        }
+    }
     failed.map_or(Ok(()), Err)
+}
+
+/// `get -w`: prints every change as a row, resuming on disconnect and re-listing when the
+/// resourceVersion is too old; runs until interrupted.
+async fn watch_rows(
+    s: &Session,
+    a: &GetArgs,
+    info: &ResourceInfo,
+    names: &[String],
+    mut rv: String,
+    mut need_header: bool,
+) -> Result<(), CommandError> {
+    use futures::StreamExt;
+    use std::io::Write as _;
+    let ns = if a.all_namespaces || !info.namespaced {
+        String::new()
+    } else {
+        s.namespace.clone()
+    };
+    let api = s.client.dynamic(&info.api_version, &info.resource, &ns);
+    let p = ListParams {
+        label_selector: a.selector.clone().unwrap_or_default(),
+        field_selector: a.field_selector.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let wide = a.output.as_deref() == Some("wide");
+    let mut widths: Vec<usize> = Vec::new();
+    loop {
+        let mut stream = match api.watch(&p, &rv, true).await {
+            Ok(st) => st,
+            Err(e) if e.is_expired() => {
+                rv = api.list(&p).await?.resource_version;
+                continue;
+            }
+            Err(e @ (ClientError::Unavailable(_) | ClientError::Unreachable { .. })) => {
+                eprintln!("warning: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(ev) = stream.next().await {
+            let obj = match ev {
+                Ok(flotilla_client::WatchEvent::Bookmark(r)) => {
+                    rv = r;
+                    continue;
+                }
+                Ok(
+                    flotilla_client::WatchEvent::Added(o)
+                    | flotilla_client::WatchEvent::Modified(o)
+                    | flotilla_client::WatchEvent::Deleted(o),
+                ) => o,
+                Err(e) if e.is_expired() => {
+                    rv = api.list(&p).await?.resource_version;
+                    break;
+                }
+                Err(_) => break,
+            };
+            rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            if !names.is_empty() && !names.iter().any(|n| n == name) {
+                continue;
+            }
+            let mut header: Vec<String> = columns(&info.resource, wide)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            let mut r = row(&info.resource, &obj, wide);
+            if a.all_namespaces && info.namespaced {
+                header.insert(0, "NAMESPACE".into());
+                r.insert(
+                    0,
+                    obj["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            if widths.is_empty() {
+                widths = header.iter().map(|h| h.len().max(20)).collect();
+            }
+            let fmt = |cells: &[String]| -> String {
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+                    .collect::<Vec<_>>()
+                    .join("   ")
+                    .trim_end()
+                    .to_string()
+            };
+            if need_header {
+                println!("{}", fmt(&header));
+                need_header = false;
+            }
+            println!("{}", fmt(&r));
+            let _ = std::io::stdout().flush();
+        }
+    }
 }
 
 fn labels(o: &Value) -> String {
@@ -511,6 +684,218 @@ async fn apply(g: &Global, a: &ApplyArgs) -> Result<(), CommandError> {
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+async fn replace(g: &Global, a: &FileArgs) -> Result<(), CommandError> {
+    let dry_run = dry_run_flag(&a.dry_run)?;
+    let docs = manifest::read_all(&a.files, a.recursive)
+        .map_err(|e| CommandError(format!("error: {e}")))?;
+    let s = Session::open(g).await?;
+    let mut failed = None;
+    for d in docs {
+        let result = async {
+            let info = s.for_kind(
+                d.object["apiVersion"].as_str().unwrap_or_default(),
+                d.object["kind"].as_str().unwrap_or_default(),
+            )?;
+            let ns = s.namespace_for(info, Some(&d.object));
+            let out = s
+                .client
+                .dynamic(&info.api_version, &info.resource, &ns)
+                .update(&d.object, "", dry_run)
+                .await?;
+            println!(
+                "{} replaced",
+                qualified_name(info, out["metadata"]["name"].as_str().unwrap_or_default())
+            );
+            Ok::<(), CommandError>(())
+        };
+        if let Err(e) = result.await {
+            eprintln!("{}: {}", d.origin, e.0.trim_start_matches("error: "));
+            failed = Some(CommandError(String::new()));
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// `TYPE NAME rest…` or `TYPE/NAME rest…` → (type, name, rest).
+fn one_target(args: &[String]) -> Result<(String, String, Vec<String>), CommandError> {
+    match args {
+        [first, rest @ ..] if first.contains('/') => {
+            let (t, n) = first.split_once('/').unwrap_or_default();
+            Ok((t.to_string(), n.to_string(), rest.to_vec()))
+        }
+        [t, n, rest @ ..] => Ok((t.clone(), n.clone(), rest.to_vec())),
+        _ => Err(CommandError(
+            "error: you must specify the type and name of a resource".into(),
+        )),
+    }
+}
+
+async fn patch(g: &Global, a: &PatchArgs) -> Result<(), CommandError> {
+    let (ty, name, rest) = one_target(&a.args)?;
+    if !rest.is_empty() {
+        return Err(CommandError(format!(
+            "error: unexpected arguments: {}",
+            rest.join(" ")
+        )));
+    }
+    let doc: Value = serde_norway::from_str(&a.patch)
+        .map_err(|e| CommandError(format!("error: unable to parse \"{}\": {e}", a.patch)))?;
+    let p =
+        match a.patch_type.as_str() {
+            "merge" => flotilla_client::Patch::Merge(doc),
+            "json" => flotilla_client::Patch::Json(doc),
+            "strategic" => return Err(CommandError(
+                "error: strategic merge patch is not supported; use --type merge or --type json"
+                    .into(),
+            )),
+            other => {
+                return Err(CommandError(format!(
+                    "error: --type must be one of [json merge], not \"{other}\""
+                )));
+            }
+        };
+    let s = Session::open(g).await?;
+    let info = s.resolve(&ty)?;
+    let api = s.client.dynamic(
+        &info.api_version,
+        &info.resource,
+        &s.namespace_for(info, None),
+    );
+    let sub = a.subresource.clone().unwrap_or_default();
+    let before = api.get_sub(&name, &sub, "").await?;
+    let after = api.patch(&name, &sub, &p, false).await?;
+    let same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"];
+    println!(
+        "{} patched{}",
+        qualified_name(info, &name),
+        if same { " (no change)" } else { "" }
+    );
+    Ok(())
+}
+
+async fn set_meta(g: &Global, a: &MetaArgs, field: &str, verb: &str) -> Result<(), CommandError> {
+    let (ty, name, changes) = one_target(&a.args)?;
+    if changes.is_empty() {
+        return Err(CommandError(format!(
+            "error: at least one {} update is required",
+            &field[..field.len() - 1]
+        )));
+    }
+    let s = Session::open(g).await?;
+    let info = s.resolve(&ty)?;
+    let api = s.client.dynamic(
+        &info.api_version,
+        &info.resource,
+        &s.namespace_for(info, None),
+    );
+    let live = api.get(&name, "").await?;
+    let current = &live["metadata"][field];
+    let mut patch = serde_json::Map::new();
+    for c in &changes {
+        if let Some(key) = c.strip_suffix('-') {
+            if !current[key].is_null() {
+                patch.insert(key.to_string(), Value::Null);
+            }
+            continue;
+        }
+        let (k, v) = c.split_once('=').ok_or_else(|| {
+            CommandError(format!(
+                "error: invalid {} format: {c} (expected KEY=VALUE or KEY-)",
+                &field[..field.len() - 1]
+            ))
+        })?;
+        match current[k].as_str() {
+            Some(old) if old == v => {}
+            Some(old) if !a.overwrite => {
+                return Err(CommandError(format!(
+                    "error: '{k}' already has a value ({old}), and --overwrite is false"
+                )));
+            }
+            _ => {
+                patch.insert(k.to_string(), Value::String(v.to_string()));
+            }
+        }
+    }
+    if patch.is_empty() {
+        println!("{} not {verb}", qualified_name(info, &name));
+        return Ok(());
+    }
+    let body = serde_json::json!({"metadata": {field: patch, "resourceVersion": live["metadata"]["resourceVersion"]}});
+    api.patch(&name, "", &flotilla_client::Patch::Merge(body), false)
+        .await?;
+    println!("{} {verb}", qualified_name(info, &name));
+    Ok(())
+}
+
+fn config(g: &Global, c: &ConfigCommand) -> Result<(), CommandError> {
+    let err = |e: flotilla_client::kubeconfig::KubeconfigError| CommandError(format!("error: {e}"));
+    let cfg = Kubeconfig::load(g.kubeconfig.as_deref()).map_err(err)?;
+    match c {
+        ConfigCommand::View { raw } => {
+            let mut shown = cfg.clone();
+            if !raw {
+                for u in &mut shown.users {
+                    for secret in [&mut u.user.token, &mut u.user.client_key_data] {
+                        if secret.is_some() {
+                            *secret = Some("REDACTED".into());
+                        }
+                    }
+                }
+            }
+            print!(
+                "{}",
+                serde_norway::to_string(&shown).map_err(|e| CommandError(format!("error: {e}")))?
+            );
+        }
+        ConfigCommand::CurrentContext => {
+            match cfg.current_context.as_deref().filter(|c| !c.is_empty()) {
+                Some(c) => println!("{c}"),
+                None => return Err(CommandError("error: current-context is not set".into())),
+            }
+        }
+        ConfigCommand::GetContexts => {
+            let header: Vec<String> = ["CURRENT", "NAME", "CLUSTER", "AUTHINFO", "NAMESPACE"]
+                .map(String::from)
+                .to_vec();
+            let rows: Vec<Vec<String>> = cfg
+                .contexts
+                .iter()
+                .map(|c| {
+                    let current = if cfg.current_context.as_deref() == Some(c.name.as_str()) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    vec![
+                        current.into(),
+                        c.name.clone(),
+                        c.context.cluster.clone(),
+                        c.context.user.clone(),
+                        c.context.namespace.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&header, &rows));
+        }
+        ConfigCommand::UseContext { name } => {
+            cfg.resolve(Some(name)).map_err(err)?;
+            let path = cfg
+                .sources
+                .first()
+                .cloned()
+                .ok_or_else(|| CommandError("error: no kubeconfig file to write".into()))?;
+            let mut file = Kubeconfig::read(&path).map_err(err)?;
+            file.current_context = Some(name.clone());
+            let text =
+                serde_norway::to_string(&file).map_err(|e| CommandError(format!("error: {e}")))?;
+            std::fs::write(&path, text)
+                .map_err(|e| CommandError(format!("error: writing {}: {e}", path.display())))?;
+            println!("Switched to context \"{name}\".");
+        }
+    }
+    Ok(())
 }
 
 async fn delete(g: &Global, a: &DeleteArgs) -> Result<(), CommandError> {

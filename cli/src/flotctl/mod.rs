@@ -51,6 +51,17 @@ pub enum Command {
     Create(commands::FileArgs),
     /// Delete resources by file, by name or by label selector.
     Delete(commands::DeleteArgs),
+    /// Replace resources from files (a stale resourceVersion is a conflict).
+    Replace(commands::FileArgs),
+    /// Patch a resource with a JSON merge patch or a JSON patch.
+    Patch(commands::PatchArgs),
+    /// Add, change (--overwrite) or remove (key-) labels.
+    Label(commands::MetaArgs),
+    /// Add, change (--overwrite) or remove (key-) annotations.
+    Annotate(commands::MetaArgs),
+    /// Show and change kubeconfig settings.
+    #[command(subcommand)]
+    Config(commands::ConfigCommand),
     /// Print the resource types the server serves.
     ApiResources,
     /// Print the client and server versions.
