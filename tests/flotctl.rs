@@ -450,3 +450,112 @@ async fn next_line(
         .expect("read")
         .expect("open")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generators_edit_and_completion() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let f = write(h.dir.path(), "app.properties", "color=blue\n");
+    let from_file = format!("--from-file={}", f.to_str().expect("utf-8"));
+    let out = flotctl(
+        &kc,
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+            &from_file,
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "configmap/settings created\n", "{}", out.stderr);
+    let cm: serde_json::Value = serde_json::from_str(
+        &flotctl(&kc, &["get", "cm", "settings", "-o", "json"])
+            .await
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(cm["data"]["mode"], "fast");
+    assert_eq!(cm["data"]["app.properties"], "color=blue\n");
+    let out = flotctl(
+        &kc,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=password=s3cret",
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "secret/creds created\n", "{}", out.stderr);
+    let secret: serde_json::Value = serde_json::from_str(
+        &flotctl(&kc, &["get", "secret", "creds", "-o", "json"])
+            .await
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(secret["data"]["password"], "czNjcmV0");
+    let out = flotctl(
+        &kc,
+        &[
+            "create",
+            "configmap",
+            "dup",
+            "--from-literal=a=1",
+            "--from-literal=a=2",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot add key a"), "{}", out.stderr);
+    assert_eq!(
+        flotctl(&kc, &["create", "namespace", "team-a"])
+            .await
+            .stdout,
+        "namespace/team-a created\n"
+    );
+
+    // edit: the editor's change is saved.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["edit", "cm/settings"])
+        .env("EDITOR", "sed -i s/mode:\\ fast/mode:\\ slow/")
+        .output()
+        .await
+        .expect("flotctl edit");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configmap/settings edited\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cm: serde_json::Value = serde_json::from_str(
+        &flotctl(&kc, &["get", "cm", "settings", "-o", "json"])
+            .await
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(cm["data"]["mode"], "slow");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["edit", "cm", "settings"])
+        .env("EDITOR", "true")
+        .output()
+        .await
+        .expect("flotctl edit");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Edit cancelled, no changes made.\n"
+    );
+
+    let out = flotctl(&kc, &["completion", "bash"]).await;
+    assert!(
+        out.code == 0 && out.stdout.contains("flotctl"),
+        "{}",
+        out.stderr
+    );
+    h.shutdown().await;
+}

@@ -111,6 +111,69 @@ pub struct FileArgs {
     pub dry_run: Option<String>,
 }
 
+/// `create` flags: files, or one of the generators.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CreateArgs {
+    /// What to create by name.
+    #[command(subcommand)]
+    pub what: Option<CreateWhat>,
+    /// Files, directories or - for stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    /// Recurse into directories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// `server`: validate on the server without storing.
+    #[arg(long)]
+    pub dry_run: Option<String>,
+}
+
+/// `create` generators.
+#[derive(clap::Subcommand, Debug)]
+pub enum CreateWhat {
+    /// A ConfigMap from literals and files.
+    #[command(alias = "cm")]
+    Configmap(FromArgs),
+    /// A Secret.
+    #[command(subcommand)]
+    Secret(SecretKind),
+    /// A Namespace.
+    #[command(alias = "ns")]
+    Namespace {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `create secret` kinds.
+#[derive(clap::Subcommand, Debug)]
+pub enum SecretKind {
+    /// An Opaque secret from literals and files.
+    Generic(FromArgs),
+}
+
+/// Where a ConfigMap's or Secret's data comes from.
+#[derive(Args, Debug)]
+pub struct FromArgs {
+    /// The object's name.
+    pub name: String,
+    /// KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub from_literal: Vec<String>,
+    /// [KEY=]PATH: a file's content under its name (or KEY), or every file of a directory.
+    #[arg(long)]
+    pub from_file: Vec<String>,
+}
+
+/// `edit` flags.
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    /// TYPE NAME, or TYPE/NAME.
+    #[arg(required = true)]
+    pub args: Vec<String>,
+}
+
 /// `apply` flags.
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
@@ -244,7 +307,27 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
             Ok(())
         }
         Command::Get(a) => get(g, a).await,
-        Command::Create(a) => create(g, a).await,
+        Command::Create(a) => match &a.what {
+            Some(what) => create_generated(g, what, &a.dry_run).await,
+            None if a.files.is_empty() => Err(CommandError("error: must specify one of -f or a resource to create (configmap, secret generic, namespace)".into())),
+            None => {
+                create(
+                    g,
+                    &FileArgs {
+                        files: a.files.clone(),
+                        recursive: a.recursive,
+                        dry_run: a.dry_run.clone(),
+                    },
+                )
+                .await
+            }
+        },
+        Command::Edit(a) => edit(g, a).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut super::Cli::command(), "flotctl", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Apply(a) => apply(g, a).await,
         Command::Replace(a) => replace(g, a).await,
         Command::Patch(a) => patch(g, a).await,
@@ -895,6 +978,191 @@ fn config(g: &Global, c: &ConfigCommand) -> Result<(), CommandError> {
             println!("Switched to context \"{name}\".");
         }
     }
+    Ok(())
+}
+
+/// The data of `--from-literal` and `--from-file`, with kubectl's rules (a directory
+/// contributes each regular file; a key may appear once).
+fn gather_data(a: &FromArgs) -> Result<Vec<(String, Vec<u8>)>, CommandError> {
+    let mut data: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |k: String, v: Vec<u8>| -> Result<(), CommandError> {
+        if data.iter().any(|(x, _)| *x == k) {
+            return Err(CommandError(format!(
+                "error: cannot add key {k}, another key by that name already exists"
+            )));
+        }
+        data.push((k, v));
+        Ok(())
+    };
+    for l in &a.from_literal {
+        let (k, v) = l.split_once('=').ok_or_else(|| {
+            CommandError(format!(
+                "error: invalid literal source {l}, expected key=value"
+            ))
+        })?;
+        add(k.to_string(), v.as_bytes().to_vec())?;
+    }
+    for f in &a.from_file {
+        let (key, path) = match f.split_once('=') {
+            Some((k, p)) => (Some(k.to_string()), std::path::PathBuf::from(p)),
+            None => (None, std::path::PathBuf::from(f)),
+        };
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| CommandError(format!("error: reading {}: {e}", p.display())))
+        };
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(&path)
+                .map_err(|e| CommandError(format!("error: reading {}: {e}", path.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            for p in entries {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                add(name, read(&p)?)?;
+            }
+        } else {
+            let name = key.unwrap_or_else(|| {
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            add(name, read(&path)?)?;
+        }
+    }
+    Ok(data)
+}
+
+async fn create_generated(
+    g: &Global,
+    what: &CreateWhat,
+    dry_run: &Option<String>,
+) -> Result<(), CommandError> {
+    use base64::Engine;
+    let dry = dry_run_flag(dry_run)?;
+    let obj = match what {
+        CreateWhat::Namespace { name } => {
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        }
+        CreateWhat::Configmap(a) => {
+            let mut data = serde_json::Map::new();
+            let mut binary = serde_json::Map::new();
+            for (k, v) in gather_data(a)? {
+                match String::from_utf8(v) {
+                    Ok(text) => data.insert(k, Value::String(text)),
+                    Err(e) => binary.insert(
+                        k,
+                        Value::String(
+                            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                        ),
+                    ),
+                };
+            }
+            let mut o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": a.name}, "data": data});
+            if !binary.is_empty() {
+                o["binaryData"] = Value::Object(binary);
+            }
+            o
+        }
+        CreateWhat::Secret(SecretKind::Generic(a)) => {
+            let data: serde_json::Map<String, Value> = gather_data(a)?
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+                    )
+                })
+                .collect();
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": a.name}, "data": data})
+        }
+    };
+    let s = Session::open(g).await?;
+    let info = s.for_kind(
+        obj["apiVersion"].as_str().unwrap_or_default(),
+        obj["kind"].as_str().unwrap_or_default(),
+    )?;
+    let ns = s.namespace_for(info, None);
+    let created = s
+        .client
+        .dynamic(&info.api_version, &info.resource, &ns)
+        .create(&obj, dry)
+        .await
+        .map_err(|e| CommandError(format!("error: failed to create {}: {e}", info.singular)))?;
+    let suffix = if dry { " (server dry run)" } else { "" };
+    println!(
+        "{} created{suffix}",
+        qualified_name(
+            info,
+            created["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    );
+    Ok(())
+}
+
+async fn edit(g: &Global, a: &EditArgs) -> Result<(), CommandError> {
+    let (ty, name, rest) = one_target(&a.args)?;
+    if !rest.is_empty() {
+        return Err(CommandError(format!(
+            "error: unexpected arguments: {}",
+            rest.join(" ")
+        )));
+    }
+    let s = Session::open(g).await?;
+    let info = s.resolve(&ty)?;
+    let api = s.client.dynamic(
+        &info.api_version,
+        &info.resource,
+        &s.namespace_for(info, None),
+    );
+    let live = api.get(&name, "").await?;
+    let before = serde_norway::to_string(&live).map_err(|e| CommandError(format!("error: {e}")))?;
+    let dir = std::env::temp_dir().join(format!("flotctl-edit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| CommandError(format!("error: {e}")))?;
+    let file = dir.join(format!("{}-{name}.yaml", info.singular));
+    let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n# and an empty file will abort the edit.\n#\n";
+    std::fs::write(&file, format!("{header}{before}"))
+        .map_err(|e| CommandError(format!("error: {e}")))?;
+    let editor = std::env::var("KUBE_EDITOR")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    // The editor may be a command with arguments ("code --wait"), as kubectl allows.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&file)
+        .status()
+        .map_err(|e| CommandError(format!("error: running the editor {editor:?}: {e}")))?;
+    let edited = std::fs::read_to_string(&file).map_err(|e| CommandError(format!("error: {e}")));
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status.success() {
+        return Err(CommandError(format!(
+            "error: the editor {editor:?} exited with {status}"
+        )));
+    }
+    let text: String = edited?
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.trim().is_empty() {
+        println!("Edit cancelled, no changes made.");
+        return Ok(());
+    }
+    let obj: Value = serde_norway::from_str(&text)
+        .map_err(|e| CommandError(format!("error: the edited file is not valid YAML: {e}")))?;
+    if obj == live {
+        println!("Edit cancelled, no changes made.");
+        return Ok(());
+    }
+    // The resourceVersion read before editing makes a concurrent change a conflict.
+    api.update(&obj, "", false).await?;
+    println!("{} edited", qualified_name(info, &name));
     Ok(())
 }
 

@@ -47,8 +47,10 @@ pub enum Command {
     Apply(commands::ApplyArgs),
     /// Display one or many resources.
     Get(commands::GetArgs),
-    /// Create resources from files or stdin.
-    Create(commands::FileArgs),
+    /// Create resources from files or stdin, or a ConfigMap, Secret or Namespace.
+    Create(commands::CreateArgs),
+    /// Edit a resource in $EDITOR and save it back (a concurrent change is a conflict).
+    Edit(commands::EditArgs),
     /// Delete resources by file, by name or by label selector.
     Delete(commands::DeleteArgs),
     /// Replace resources from files (a stale resourceVersion is a conflict).
@@ -66,4 +68,9 @@ pub enum Command {
     ApiResources,
     /// Print the client and server versions.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
