@@ -559,3 +559,57 @@ async fn generators_edit_and_completion() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_details_and_events() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let app = write(h.dir.path(), "app.yaml", &APP.replace("---\napiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers: [{name: c}]\n", ""));
+    assert_eq!(
+        flotctl(&kc, &["apply", "-f", app.to_str().expect("utf-8")])
+            .await
+            .code,
+        0
+    );
+    let c = h.client().await;
+    c.create(
+        "v1",
+        "events",
+        "default",
+        &serde_json::json!({
+            "metadata": {"name": "web.1"},
+            "involvedObject": {"kind": "Deployment", "namespace": "default", "name": "web", "apiVersion": "apps/v1"},
+            "reason": "ScalingReplicaSet", "message": "Scaled up replica set web-abc to 2", "type": "Normal",
+            "source": {"component": "deployment-controller"}
+        }),
+    )
+    .await
+    .expect("event");
+    let out = flotctl(&kc, &["describe", "deploy", "web"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for want in [
+        "Name:         web",
+        "Selector:     app=web",
+        "StrategyType:",
+        "25% max unavailable, 25% max surge",
+        "Image:    nginx:1.25",
+        "Events:",
+        "ScalingReplicaSet",
+        "Scaled up replica set web-abc to 2",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "missing {want:?} in\n{}",
+            out.stdout
+        );
+    }
+    let out = flotctl(&kc, &["describe", "svc/web"]).await;
+    assert!(
+        out.stdout.contains("Type:         NodePort") && out.stdout.contains("Events:  <none>"),
+        "{}",
+        out.stdout
+    );
+    let out = flotctl(&kc, &["describe", "pod", "missing"]).await;
+    assert_eq!(out.code, 1);
+    h.shutdown().await;
+}

@@ -166,6 +166,17 @@ pub struct FromArgs {
     pub from_file: Vec<String>,
 }
 
+/// `describe` flags.
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    /// TYPE [NAME…], or TYPE/NAME.
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// Label selector.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
 /// `edit` flags.
 #[derive(Args, Debug)]
 pub struct EditArgs {
@@ -323,6 +334,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
             }
         },
         Command::Edit(a) => edit(g, a).await,
+        Command::Describe(a) => describe(g, a).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(*shell, &mut super::Cli::command(), "flotctl", &mut std::io::stdout());
@@ -1102,6 +1114,65 @@ async fn create_generated(
         )
     );
     Ok(())
+}
+
+async fn describe(g: &Global, a: &DescribeArgs) -> Result<(), CommandError> {
+    let s = Session::open(g).await?;
+    let mut first = true;
+    let mut failed = None;
+    for (ty, names) in targets(&a.args)? {
+        let info = s.resolve(&ty)?;
+        let ns = s.namespace_for(info, None);
+        let api = s.client.dynamic(&info.api_version, &info.resource, &ns);
+        let objects = if names.is_empty() {
+            let p = ListParams {
+                label_selector: a.selector.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            api.list(&p).await?.items
+        } else {
+            let mut v = Vec::new();
+            for n in &names {
+                match api.get(n, "").await {
+                    Ok(o) => v.push(o),
+                    Err(e) => {
+                        eprintln!("Error from server ({}): {e}", reason(&e));
+                        failed = Some(CommandError(String::new()));
+                    }
+                }
+            }
+            v
+        };
+        for o in objects {
+            if !first {
+                println!();
+            }
+            first = false;
+            print!("{}", super::describe::describe(&info.resource, &o));
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            let events_ns = if info.namespaced {
+                ns.clone()
+            } else {
+                "default".into()
+            };
+            let p = ListParams {
+                field_selector: format!(
+                    "involvedObject.name={name},involvedObject.kind={}",
+                    info.kind
+                ),
+                ..Default::default()
+            };
+            let events = s
+                .client
+                .dynamic("v1", "events", &events_ns)
+                .list(&p)
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            print!("{}", super::describe::events(&events));
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 async fn edit(g: &Global, a: &EditArgs) -> Result<(), CommandError> {

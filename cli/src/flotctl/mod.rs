@@ -1,12 +1,14 @@
 //! `flotctl`: the command line a kubectl user already knows, over the client library.
 //!
 //! - [`apply`]: client-side apply's record and three-way merge
+//! - [`describe`]: `describe`'s layout per kind, with Events
 //! - [`manifest`]: reading `-f` files, directories and stdin
 //! - [`printer`]: tables with kubectl's columns, names, ages
 //! - [`commands`]: one function per verb
 
 pub mod apply;
 pub mod commands;
+pub mod describe;
 pub mod manifest;
 pub mod printer;
 
@@ -43,6 +45,8 @@ pub struct Global {
 /// The verbs.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Show the details of resources, with their Events.
+    Describe(commands::DescribeArgs),
     /// Create or update resources from files or stdin (client-side apply).
     Apply(commands::ApplyArgs),
     /// Display one or many resources.
