@@ -114,6 +114,33 @@ async fn create_get_and_delete_as_kubectl_does() {
     let out = flotctl(&kc, &["get", "svc", "web", "-o", "json"]).await;
     let svc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON output");
     assert_eq!(svc["kind"], "Service");
+    let out = flotctl(
+        &kc,
+        &[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.type} {.spec.ports[0].port}",
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "NodePort 80", "{}", out.stderr);
+    let out = flotctl(
+        &kc,
+        &[
+            "get",
+            "deploy,svc",
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name}{\"\\n\"}{end}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.stdout, "Deployment/web\nService/web\n",
+        "{}",
+        out.stderr
+    );
     let out = flotctl(&kc, &["get", "deployments", "-o", "yaml"]).await;
     assert!(
         out.stdout.starts_with("apiVersion: v1\nitems:") && out.stdout.contains("kind: List"),
@@ -164,6 +191,32 @@ async fn create_get_and_delete_as_kubectl_does() {
         "the deployment is already gone and the pod was never created"
     );
     assert!(out.stdout.contains("service/web deleted"), "{}", out.stdout);
+    let held = write(
+        h.dir.path(),
+        "held.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [example.com/keep]}\n",
+    );
+    assert_eq!(
+        flotctl(&kc, &["create", "-f", held.to_str().expect("utf-8")])
+            .await
+            .code,
+        0
+    );
+    let out = flotctl(&kc, &["delete", "cm", "held", "--wait", "--timeout", "1"]).await;
+    assert_eq!(out.code, 1, "a finalizer holds it");
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+    let out = flotctl(
+        &kc,
+        &[
+            "patch",
+            "cm",
+            "held",
+            "-p",
+            "{\"metadata\":{\"finalizers\":null}}",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let out = flotctl(&kc, &["delete", "-f", app, "--ignore-not-found"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     h.shutdown().await;

@@ -222,6 +222,12 @@ pub struct DeleteArgs {
     /// Treat "not found" as success.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// Wait until the objects are gone (finalizers done, pods stopped).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
 }
 
 /// A connection plus what the server serves.
@@ -380,10 +386,15 @@ fn targets(args: &[String]) -> Result<Vec<(String, Vec<String>)>, CommandError> 
 
 async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
     let s = Session::open(g).await?;
-    let output = a.output.as_deref().unwrap_or("");
-    if !["", "wide", "yaml", "json", "name"].contains(&output) {
+    let (output, template) = match a.output.as_deref().unwrap_or("") {
+        o if o.starts_with("jsonpath=") => {
+            ("jsonpath", o.trim_start_matches("jsonpath=").to_string())
+        }
+        o => (o, String::new()),
+    };
+    if !["", "wide", "yaml", "json", "name", "jsonpath"].contains(&output) {
         return Err(CommandError(format!(
-            "error: unable to match a printer suitable for the output format \"{output}\", allowed formats are: json,name,wide,yaml"
+            "error: unable to match a printer suitable for the output format \"{output}\", allowed formats are: json,jsonpath,name,wide,yaml"
         )));
     }
     let targets = targets(&a.args)?;
@@ -427,7 +438,7 @@ async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
             }
         }
         match output {
-            "json" | "yaml" => objects.extend(items),
+            "json" | "yaml" | "jsonpath" => objects.extend(items),
             "name" => {
                 for o in &items {
                     let _ = writeln!(
@@ -483,13 +494,19 @@ async fn get(g: &Global, a: &GetArgs) -> Result<(), CommandError> {
         }
     }
     match output {
-        "json" | "yaml" => {
+        "json" | "yaml" | "jsonpath" => {
             let doc = if objects.len() == 1 && targets.iter().all(|(_, n)| n.len() == 1) {
                 objects.remove(0)
             } else {
                 serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": objects})
             };
-            if output == "json" {
+            if output == "jsonpath" {
+                print!(
+                    "{}",
+                    super::jsonpath::apply(&template, &doc)
+                        .map_err(|e| CommandError(format!("error: {e}")))?
+                );
+            } else if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else {
                 print!("{}", serde_norway::to_string(&doc).unwrap_or_default());
@@ -993,6 +1010,27 @@ fn config(g: &Global, c: &ConfigCommand) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Polls until the object is gone (the server answers NotFound) or `timeout` passes.
+async fn wait_gone(
+    api: &flotilla_client::DynamicApi,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<(), CommandError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match api.get(name, "").await {
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(CommandError(format!(
+                    "error: timed out after {timeout:?} waiting for {name} to be deleted"
+                )));
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
 /// The data of `--from-literal` and `--from-file`, with kubectl's rules (a directory
 /// contributes each regular file; a key may appear once).
 fn gather_data(a: &FromArgs) -> Result<Vec<(String, Vec<u8>)>, CommandError> {
@@ -1296,13 +1334,14 @@ async fn delete(g: &Global, a: &DeleteArgs) -> Result<(), CommandError> {
     }
     let mut failed = None;
     for (info, ns, name) in victims {
-        match s
-            .client
-            .dynamic(&info.api_version, &info.resource, &ns)
-            .delete(&name, &params)
-            .await
-        {
-            Ok(_) => println!("{} deleted", qualified_name(&info, &name)),
+        let api = s.client.dynamic(&info.api_version, &info.resource, &ns);
+        match api.delete(&name, &params).await {
+            Ok(_) => {
+                println!("{} deleted", qualified_name(&info, &name));
+                if a.wait {
+                    wait_gone(&api, &name, std::time::Duration::from_secs(a.timeout)).await?;
+                }
+            }
             Err(e) if e.is_not_found() && a.ignore_not_found => {}
             Err(e) => {
                 eprintln!("Error from server ({}): {e}", reason(&e));

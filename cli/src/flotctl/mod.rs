@@ -2,6 +2,7 @@
 //!
 //! - [`apply`]: client-side apply's record and three-way merge
 //! - [`describe`]: `describe`'s layout per kind, with Events
+//! - [`jsonpath`]: `-o jsonpath=…` templates
 //! - [`manifest`]: reading `-f` files, directories and stdin
 //! - [`printer`]: tables with kubectl's columns, names, ages
 //! - [`commands`]: one function per verb
@@ -9,6 +10,7 @@
 pub mod apply;
 pub mod commands;
 pub mod describe;
+pub mod jsonpath;
 pub mod manifest;
 pub mod printer;
 
