@@ -354,7 +354,7 @@ async fn apply_creates_configures_and_leaves_unchanged() {
 async fn label_annotate_patch_replace_config_and_watch() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let mut h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
     let kc = h.server.as_ref().expect("running").kubeconfig.clone();
     let cm = write(
         h.dir.path(),
@@ -490,6 +490,23 @@ async fn label_annotate_patch_replace_config_and_watch() {
         0
     );
     assert!(next_line(&mut lines).await.starts_with("other "));
+    // The watch resumes on its own after the server restarts.
+    h.restart().await;
+    let third = write(
+        h.dir.path(),
+        "third.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: third}\n",
+    );
+    assert_eq!(
+        flotctl(&kc, &["apply", "-f", third.to_str().expect("utf-8")])
+            .await
+            .code,
+        0
+    );
+    let mut line = next_line(&mut lines).await;
+    while !line.starts_with("third ") {
+        line = next_line(&mut lines).await;
+    }
     child.kill().await.expect("stop the watch");
     h.shutdown().await;
 }
@@ -604,6 +621,12 @@ async fn generators_edit_and_completion() {
         "Edit cancelled, no changes made.\n"
     );
 
+    let out = flotctl(&kc, &["version"]).await;
+    assert!(
+        out.stdout.starts_with("Client Version: v") && out.stdout.contains("\nServer Version: v"),
+        "{}",
+        out.stdout
+    );
     let out = flotctl(&kc, &["completion", "bash"]).await;
     assert!(
         out.code == 0 && out.stdout.contains("flotctl"),

@@ -123,7 +123,10 @@ impl Resources for ResourcesService {
                         .collect(),
                 })
                 .collect();
-            Ok(Response::new(DiscoverResponse { resources }))
+            Ok(Response::new(DiscoverResponse {
+                resources,
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+            }))
         })
         .await
     }

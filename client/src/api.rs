@@ -171,6 +171,16 @@ impl Client {
         Ok(self.check(resp)?.resources)
     }
 
+    /// The server's version.
+    pub async fn server_version(&self) -> Result<String, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .discover(self.req(DiscoverRequest {}))
+            .await;
+        Ok(self.check(resp)?.server_version)
+    }
+
     /// Binds a pod to a node.
     pub async fn bind(
         &self,

@@ -300,6 +300,8 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
     match cmd {
         Command::Version => {
             println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
+            let s = Session::open(g).await?;
+            println!("Server Version: v{}", s.client.server_version().await?);
             Ok(())
         }
         Command::ApiResources => {
