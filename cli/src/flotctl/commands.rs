@@ -284,6 +284,22 @@ impl Session {
             .ok_or_else(|| CommandError(format!("error: resource mapping not found for kind \"{kind}\" in version \"{api_version}\"")))
     }
 
+    /// A manifest's resource and the API it goes through (its namespace, or the session's).
+    fn locate_doc(
+        &self,
+        d: &manifest::Document,
+    ) -> Result<(&ResourceInfo, flotilla_client::DynamicApi), CommandError> {
+        let info = self.for_kind(
+            d.object["apiVersion"].as_str().unwrap_or_default(),
+            d.object["kind"].as_str().unwrap_or_default(),
+        )?;
+        let ns = self.namespace_for(info, Some(&d.object));
+        Ok((
+            info,
+            self.client.dynamic(&info.api_version, &info.resource, &ns),
+        ))
+    }
+
     fn namespace_for(&self, info: &ResourceInfo, obj: Option<&Value>) -> String {
         if !info.namespaced {
             return String::new();
@@ -682,24 +698,15 @@ async fn create(g: &Global, a: &FileArgs) -> Result<(), CommandError> {
     let s = Session::open(g).await?;
     let mut failed = None;
     for d in docs {
-        let info = match s.for_kind(
-            d.object["apiVersion"].as_str().unwrap_or_default(),
-            d.object["kind"].as_str().unwrap_or_default(),
-        ) {
-            Ok(i) => i,
+        let (info, api) = match s.locate_doc(&d) {
+            Ok(found) => found,
             Err(e) => {
                 eprintln!("{}: {}", d.origin, e.0.trim_start_matches("error: "));
                 failed = Some(CommandError(String::new()));
                 continue;
             }
         };
-        let ns = s.namespace_for(info, Some(&d.object));
-        match s
-            .client
-            .dynamic(&info.api_version, &info.resource, &ns)
-            .create(&d.object, dry_run)
-            .await
-        {
+        match api.create(&d.object, dry_run).await {
             Ok(created) => {
                 let suffix = if dry_run { " (server dry run)" } else { "" };
                 println!(
@@ -744,23 +751,18 @@ async fn apply(g: &Global, a: &ApplyArgs) -> Result<(), CommandError> {
     let s = Session::open(g).await?;
     let mut failed = None;
     for d in docs {
-        let info = match s.for_kind(
-            d.object["apiVersion"].as_str().unwrap_or_default(),
-            d.object["kind"].as_str().unwrap_or_default(),
-        ) {
-            Ok(i) => i,
+        let (info, api) = match s.locate_doc(&d) {
+            Ok(found) => found,
             Err(e) => {
                 eprintln!("{}: {}", d.origin, e.0.trim_start_matches("error: "));
                 failed = Some(CommandError(String::new()));
                 continue;
             }
         };
-        let ns = s.namespace_for(info, Some(&d.object));
         let name = d.object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let api = s.client.dynamic(&info.api_version, &info.resource, &ns);
         let sent = super::apply::with_record(&d.object);
         let outcome = match api.get(&name, "").await {
             Err(e) if e.is_not_found() => {
