@@ -169,11 +169,18 @@ async fn documented_manifests_are_defaulted_and_stored(c: &Client) {
         assert_eq!(cached["metadata"]["uid"], d["metadata"]["uid"]);
     }
 
+    let mut declared = nginx_pod("nginx");
+    declared["status"] = json!({"phase": "Running", "podIP": "1.2.3.4"});
     let p = c
-        .create("v1", "pods", "default", &nginx_pod("nginx"))
+        .create("v1", "pods", "default", &declared)
         .await
         .expect("create pod");
-    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(
+        p["status"]["phase"], "Pending",
+        "a declared status is dropped"
+    );
+    assert!(p["status"]["podIP"].is_null());
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
     assert_eq!(p["spec"]["dnsPolicy"], "ClusterFirst");
 
     let s = c

@@ -71,6 +71,15 @@ impl Api {
         if info.namespaced {
             self.ensure_namespace_open(&at.namespace).await?;
         }
+        // Status is what controllers and agents observe, not what a client declares:
+        // Kubernetes drops it on create, except for a Node, whose agent registers it with
+        // its capacity.
+        if info.status
+            && info.plural != "nodes"
+            && let Some(map) = obj.as_object_mut()
+        {
+            map.remove("status");
+        }
         let mut obj = info
             .ops
             .admit(&obj, None, Admission::Create, &|m, _| {
