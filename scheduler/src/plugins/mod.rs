@@ -1,9 +1,11 @@
 //! The scheduling framework's extension points, as Kubernetes defines them, and one module
 //! per plugin.
 
+pub mod node_affinity;
 pub mod node_name;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod taint_toleration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
