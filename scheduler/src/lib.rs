@@ -4,7 +4,9 @@
 //! - [`quantity`]: exact resource quantities
 //! - [`resources`]: a pod's requests and a node's allocatable resources
 //! - [`plugins`]: one module per plugin
+//! - [`profile`]: filters, weighted scores, and the explanation when nothing fits
 
 pub mod plugins;
+pub mod profile;
 pub mod quantity;
 pub mod resources;

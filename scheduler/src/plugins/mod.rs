@@ -1,11 +1,15 @@
 //! The scheduling framework's extension points, as Kubernetes defines them, and one module
 //! per plugin.
 
+pub mod balanced_allocation;
 pub mod node_affinity;
 pub mod node_name;
+pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod taint_toleration;
+
+use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
@@ -20,6 +24,8 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     /// What the pods on it (and the assumed ones) request.
     pub requested: Resources,
+    /// Host ports taken: (protocol, host IP, port).
+    pub used_ports: HashSet<(String, String, i32)>,
 }
 
 impl NodeInfo {
@@ -28,8 +34,17 @@ impl NodeInfo {
         NodeInfo {
             allocatable: node_allocatable(&node),
             requested: Resources::default(),
+            used_ports: HashSet::new(),
             node,
         }
+    }
+
+    /// Counts a pod as placed here.
+    pub fn add_pod(&mut self, pod: &Pod) {
+        if let Some(spec) = &pod.spec {
+            self.requested.add(&crate::resources::pod_requests(spec));
+        }
+        self.used_ports.extend(node_ports::host_ports(pod));
     }
 
     /// The node's name.
