@@ -4,9 +4,11 @@
 //! - [`quantity`]: exact resource quantities
 //! - [`resources`]: a pod's requests and a node's allocatable resources
 //! - [`plugins`]: one module per plugin
+//! - [`queue`]: the scheduling queue (active, back-off, unschedulable)
 //! - [`profile`]: filters, weighted scores, and the explanation when nothing fits
 
 pub mod plugins;
 pub mod profile;
 pub mod quantity;
+pub mod queue;
 pub mod resources;
