@@ -3,6 +3,7 @@
 //!
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
 //! - [`flotctl`]: the `flotctl` command line
+//! - [`scheduler`]: `flotilla scheduler`, the scheduler as its own process
 //! - [`server`]: `flotilla server`, the all-in-one control plane
 //! - [`signals`]: SIGTERM/SIGINT as a shutdown future
 //! - [`logging`]: the tracing subscriber every daemon uses
@@ -10,5 +11,6 @@
 pub mod etcd;
 pub mod flotctl;
 pub mod logging;
+pub mod scheduler;
 pub mod server;
 pub mod signals;

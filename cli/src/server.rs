@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use apiserver::ServerConfig;
+use apiserver::{Server, ServerConfig, ServerError};
 use clap::Args;
 
 /// The flags of `flotilla server`.
@@ -35,6 +35,9 @@ pub struct ServerArgs {
     /// Seconds an Event is kept after its last write.
     #[arg(long, default_value_t = 3600)]
     pub event_ttl_seconds: u64,
+    /// Do not run the scheduler in this process (run `flotilla scheduler` elsewhere).
+    #[arg(long)]
+    pub no_scheduler: bool,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -87,4 +90,56 @@ impl ServerArgs {
         };
         Ok((cfg, self.listen))
     }
+}
+
+/// Why the control plane stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The API server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The in-process components could not reach it.
+    #[error("connecting the in-process components: {0}")]
+    Client(String),
+}
+
+/// Runs the API server and, unless disabled, the scheduler beside it (a client of the API
+/// like any other, over loopback with the admin credentials), until `shutdown`.
+pub async fn run_control_plane(
+    cfg: ServerConfig,
+    listen: SocketAddr,
+    with_scheduler: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ControlPlaneError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServerError::Config(format!("--listen {listen}: {e}")))?;
+    let server = Server::start(cfg, listener).await?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if with_scheduler {
+        let resolved = flotilla_client::Resolved {
+            context: "in-process".into(),
+            server: format!("http://{}", server.addr),
+            token: Some(server.admin_token.clone()),
+            namespace: "default".into(),
+            source: "the server's own credentials".into(),
+        };
+        let client = flotilla_client::Client::new(&resolved)
+            .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
+        tasks.push(tokio::spawn(scheduler::run(
+            client,
+            scheduler::SchedulerConfig::default(),
+            stop_rx.clone(),
+        )));
+        tracing::info!("scheduler running in-process");
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.send_replace(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    server.shutdown().await;
+    Ok(())
 }

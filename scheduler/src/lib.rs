@@ -5,6 +5,7 @@
 //! - [`resources`]: a pod's requests and a node's allocatable resources
 //! - [`plugins`]: one module per plugin
 //! - [`queue`]: the scheduling queue (active, back-off, unschedulable)
+//! - [`run`]: the loop (informers, cache with assumed pods, background binding, Events)
 //! - [`profile`]: filters, weighted scores, and the explanation when nothing fits
 
 pub mod plugins;
@@ -12,3 +13,6 @@ pub mod profile;
 pub mod quantity;
 pub mod queue;
 pub mod resources;
+pub mod run;
+
+pub use run::{SchedulerConfig, run};

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flotilla_cli::{etcd::EtcdArgs, logging, server::ServerArgs, signals};
+use flotilla_cli::{
+    etcd::EtcdArgs, logging, scheduler::SchedulerArgs, server::ServerArgs, signals,
+};
 
 /// The daemons allocate many small short-lived buffers (gRPC frames, raft messages) across
 /// threads, the pattern mimalloc is built for.
@@ -24,6 +26,8 @@ enum Command {
     Etcd(Box<EtcdArgs>),
     /// Run the control plane: the API server with an embedded store (or --etcd-endpoints).
     Server(Box<ServerArgs>),
+    /// Run the scheduler against an API server (flotilla server runs one in-process).
+    Scheduler(Box<SchedulerArgs>),
 }
 
 fn runtime(what: &str) -> Option<tokio::runtime::Runtime> {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => {
             logging::init(&args.log_level);
+            let with_scheduler = !args.no_scheduler;
             let (cfg, listen) = match args.into_config() {
                 Ok(c) => c,
                 Err(e) => {
@@ -71,10 +76,28 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime("server") else {
                 return ExitCode::FAILURE;
             };
-            match runtime.block_on(apiserver::run(cfg, listen, signals::shutdown())) {
+            match runtime.block_on(flotilla_cli::server::run_control_plane(
+                cfg,
+                listen,
+                with_scheduler,
+                signals::shutdown(),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flotilla server: {}", etcd_lite::member::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Scheduler(args) => {
+            logging::init(&args.log_level);
+            let Some(runtime) = runtime("scheduler") else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(flotilla_cli::scheduler::run(*args, signals::shutdown())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla scheduler: {e}");
                     ExitCode::FAILURE
                 }
             }
