@@ -116,3 +116,59 @@ async fn pods_are_bound_where_they_fit_and_told_why_when_nowhere() {
     task.await.expect("the scheduler stops");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_schedulers_only_the_leader_acts() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let c = h.client().await;
+    c.create("v1", "nodes", "", &node("n1", "4"))
+        .await
+        .expect("node");
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+        .expect("kubeconfig")
+        .resolve(None)
+        .expect("context");
+    let timing = flotilla_client::LeaderConfig {
+        lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(800),
+        retry_period: Duration::from_millis(100),
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for id in ["s1", "s2"] {
+        let client = flotilla_client::Client::new(&resolved).expect("client");
+        let cfg = scheduler::SchedulerConfig {
+            leader_election: Some((id.to_string(), timing.clone())),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(scheduler::run(client, cfg, stop_rx.clone())));
+    }
+    c.create("v1", "pods", "default", &pod("p", "1"))
+        .await
+        .expect("pod");
+    inproc::wait_until(Duration::from_secs(10), "the pod is bound", || {
+        let c = c.clone();
+        async move { node_of(&c, "p").await }
+    })
+    .await;
+    let lease = c
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "kube-system",
+            "default-scheduler",
+        )
+        .await
+        .expect("the lease");
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(holder == "s1" || holder == "s2", "{lease}");
+    stop.send_replace(true);
+    for t in tasks {
+        t.await.expect("a scheduler stops");
+    }
+    h.shutdown().await;
+}

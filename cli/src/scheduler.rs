@@ -30,6 +30,10 @@ pub struct SchedulerArgs {
     /// How nodes are ranked by free resources.
     #[arg(long, value_enum, default_value = "least-allocated")]
     pub scoring_strategy: StrategyArg,
+    /// Elect a leader among schedulers (Lease kube-system/<scheduler-name>); only the leader
+    /// schedules.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -49,6 +53,12 @@ pub async fn run(args: SchedulerArgs, shutdown: impl Future<Output = ()>) -> Res
             StrategyArg::LeastAllocated => Strategy::LeastAllocated,
             StrategyArg::MostAllocated => Strategy::MostAllocated,
         },
+        leader_election: args.leader_elect.then(|| {
+            (
+                format!("{}-{}", crate::server::hostname(), std::process::id()),
+                Default::default(),
+            )
+        }),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(scheduler::run(client, config, stop_rx));

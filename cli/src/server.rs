@@ -127,9 +127,17 @@ pub async fn run_control_plane(
         };
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
+        // Several servers may share one store: only the elected scheduler acts.
+        let config = scheduler::SchedulerConfig {
+            leader_election: Some((
+                format!("{}-{}", hostname(), server.addr),
+                Default::default(),
+            )),
+            ..Default::default()
+        };
         tasks.push(tokio::spawn(scheduler::run(
             client,
-            scheduler::SchedulerConfig::default(),
+            config,
             stop_rx.clone(),
         )));
         tracing::info!("scheduler running in-process");
@@ -142,4 +150,13 @@ pub async fn run_control_plane(
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// This machine's name, for leader-election identities.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

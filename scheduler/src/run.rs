@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use flotilla_client::informer::{Change, pods_by_node};
-use flotilla_client::{Client, Informer, ListParams, Store};
+use flotilla_client::{Client, Informer, LeaderConfig, LeaderElector, ListParams, Store};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use tokio::sync::watch;
@@ -25,6 +26,9 @@ pub struct SchedulerConfig {
     pub name: String,
     /// Spread (LeastAllocated) or pack (MostAllocated).
     pub strategy: Strategy,
+    /// Elect a leader on the Lease `kube-system/<name>` with this identity and timing, so
+    /// that of several schedulers only one acts; None schedules unconditionally.
+    pub leader_election: Option<(String, LeaderConfig)>,
 }
 
 impl Default for SchedulerConfig {
@@ -32,8 +36,44 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             name: "default-scheduler".into(),
             strategy: Strategy::LeastAllocated,
+            leader_election: None,
         }
     }
+}
+
+/// Runs until `shutdown` flips; with leader election, schedules only while leading and
+/// returns when leadership is lost (as kube-scheduler exits), so a restart rejoins cleanly.
+pub async fn run(client: Client, cfg: SchedulerConfig, shutdown: watch::Receiver<bool>) {
+    let Some((identity, timing)) = cfg.leader_election.clone() else {
+        return run_scheduling(client, cfg, shutdown).await;
+    };
+    let elector = LeaderElector::new(
+        client.api::<Lease>("kube-system"),
+        &cfg.name,
+        &identity,
+        timing,
+    );
+    let mut leading = elector.leading();
+    let (stop, stop_rx) = watch::channel(false);
+    let election = tokio::spawn(elector.run(stop_rx));
+    let mut outer = shutdown.clone();
+    let became_leader = tokio::select! {
+        _ = outer.wait_for(|s| *s) => false,
+        led = leading.wait_for(|l| *l) => led.is_ok(),
+    };
+    if became_leader {
+        tracing::info!(identity = %identity, "leading: scheduling");
+        let (inner_stop, inner_rx) = watch::channel(false);
+        let work = tokio::spawn(run_scheduling(client, cfg, inner_rx));
+        tokio::select! {
+            _ = outer.wait_for(|s| *s) => {}
+            _ = leading.wait_for(|l| !*l) => tracing::warn!("lost leadership: stopping"),
+        }
+        inner_stop.send_replace(true);
+        let _ = work.await;
+    }
+    stop.send_replace(true);
+    let _ = election.await;
 }
 
 fn key(p: &Pod) -> String {
@@ -51,8 +91,7 @@ fn wants_scheduling(p: &Pod, name: &str) -> bool {
         && p.metadata.deletion_timestamp.is_none()
 }
 
-/// Runs until `shutdown` flips.
-pub async fn run(client: Client, cfg: SchedulerConfig, shutdown: watch::Receiver<bool>) {
+async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::Receiver<bool>) {
     let queue = Arc::new(SchedulingQueue::default());
     let nodes_informer = {
         let q = queue.clone();
