@@ -9,19 +9,28 @@ mod cluster;
 #[path = "support/inproc.rs"]
 mod inproc;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use api::{ApiHarness, Client as JsonClient, StoreSetup};
+use flotilla_client::{Client, ListParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use rand::Rng;
+use scheduler::resources::{Resources, node_allocatable, pod_requests};
 use serde_json::{Value, json};
 
 fn node(name: &str, cpu: &str) -> Value {
+    node_with(name, cpu, "4Gi", "True")
+}
+
+fn node_with(name: &str, cpu: &str, memory: &str, ready: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "status": {
-            "capacity": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
-            "allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True"}]
+            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "conditions": [{"type": "Ready", "status": ready}]
         }
     })
 }
@@ -45,6 +54,10 @@ async fn pods_are_bound_where_they_fit_and_told_why_when_nowhere() {
             .await
             .expect("node");
     }
+    // Roomy, but reporting not ready: nothing goes there.
+    c.create("v1", "nodes", "", &node_with("sick", "16", "4Gi", "False"))
+        .await
+        .expect("node");
     let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
     let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
         .expect("kubeconfig")
@@ -95,11 +108,18 @@ async fn pods_are_bound_where_they_fit_and_told_why_when_nowhere() {
         }
     })
     .await;
-    assert_eq!(
-        event["message"],
-        "0/2 nodes are available: 2 Insufficient cpu."
-    );
+    let why = "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }.";
+    assert_eq!(event["message"], why);
     assert_eq!(event["type"], "Warning");
+    let big = c.get("v1", "pods", "default", "big").await.expect("pod");
+    let scheduled = big["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(scheduled["status"], "False", "{big}");
+    assert_eq!(scheduled["reason"], "Unschedulable");
+    assert_eq!(scheduled["message"], why);
     assert!(node_of(&c, "big").await.is_none());
 
     // A node that fits appears: the waiting pod is placed there.
@@ -112,6 +132,13 @@ async fn pods_are_bound_where_they_fit_and_told_why_when_nowhere() {
     })
     .await;
     assert_eq!(n, "n3");
+    let big = c.get("v1", "pods", "default", "big").await.expect("pod");
+    assert!(
+        big["status"]["conditions"].as_array().is_some_and(|cs| cs
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True")),
+        "{big}"
+    );
     stop.send_replace(true);
     task.await.expect("the scheduler stops");
     h.shutdown().await;
@@ -170,5 +197,162 @@ async fn of_two_schedulers_only_the_leader_acts() {
     for t in tasks {
         t.await.expect("a scheduler stops");
     }
+    h.shutdown().await;
+}
+
+fn admin_client(h: &ApiHarness) -> Client {
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+        .expect("kubeconfig")
+        .resolve(None)
+        .expect("context");
+    Client::new(&resolved).expect("client")
+}
+
+/// Creates `count` pods named `<prefix>-<i>` from `make`, 16 at a time.
+async fn create_pods(c: &JsonClient, prefix: &str, count: usize, make: impl Fn(String) -> Value) {
+    let pods: Vec<Value> = (0..count).map(|i| make(format!("{prefix}-{i}"))).collect();
+    let mut chunks = pods.chunks(count.div_ceil(16)).map(<[Value]>::to_vec);
+    let mut tasks = Vec::new();
+    for chunk in chunks.by_ref() {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for p in chunk {
+                c.create("v1", "pods", "default", &p).await.expect("pod");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("creator");
+    }
+}
+
+/// Every node's requests stay within its allocatable; returns what is left on each.
+fn free_per_node(nodes: &[Node], pods: &[Pod]) -> HashMap<String, Resources> {
+    let mut free: HashMap<String, Resources> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.metadata.name.clone().unwrap_or_default(),
+                node_allocatable(n),
+            )
+        })
+        .collect();
+    for p in pods {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        let left = free.get_mut(&node).expect("bound to a known node");
+        left.sub(&pod_requests(p.spec.as_ref().expect("spec")));
+    }
+    for (node, left) in &free {
+        assert!(
+            left.milli_cpu >= 0 && left.memory >= 0 && left.pods >= 0,
+            "{node} is overcommitted: {left:?} left"
+        );
+    }
+    free
+}
+
+fn fits(want: &Resources, free: &Resources) -> bool {
+    want.milli_cpu <= free.milli_cpu && want.memory <= free.memory && want.pods <= free.pods
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_pods_on_five_hundred_nodes_never_overcommit() {
+    const NODES: usize = 500;
+    const PODS: usize = 10_000;
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let c = h.client().await;
+    for i in 0..NODES {
+        c.create(
+            "v1",
+            "nodes",
+            "",
+            &node_with(&format!("n{i:03}"), "4", "16Gi", "True"),
+        )
+        .await
+        .expect("node");
+    }
+    let client = admin_client(&h);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(scheduler::run(
+        client.clone(),
+        scheduler::SchedulerConfig::default(),
+        stop_rx,
+    ));
+    // On average the pods ask for 90 % of the cluster's cpu and 70 % of its memory, so
+    // near the end some no longer fit anywhere.
+    let requests: Vec<(i64, i64)> = {
+        let mut rng = rand::rng();
+        (0..PODS)
+            .map(|_| {
+                (
+                    rng.random_range(10..=35) * 10,
+                    rng.random_range(1..=20) * 64,
+                )
+            })
+            .collect()
+    };
+    create_pods(&c, "r", PODS, |name| {
+        let i: usize = name[2..].parse().expect("index");
+        let (cpu, mem) = requests[i];
+        json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x:1",
+            "resources": {"requests": {"cpu": format!("{cpu}m"), "memory": format!("{mem}Mi")}}}]}})
+    })
+    .await;
+
+    // Settled: every pod is bound or has been told why it cannot be.
+    let pods_api = client.api::<Pod>("default");
+    let pods = inproc::wait_until(
+        Duration::from_secs(120),
+        "every pod is placed or explained",
+        || {
+            let api = pods_api.clone();
+            async move {
+                let pods = api.list(&ListParams::default()).await.ok()?.items;
+                let settled = pods.iter().all(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                        || p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+                            })
+                });
+                (pods.len() == PODS && settled).then_some(pods)
+            }
+        },
+    )
+    .await;
+    let nodes = client
+        .api::<Node>("")
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items;
+    let free = free_per_node(&nodes, &pods);
+    let unbound: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+        .collect();
+    for p in &unbound {
+        let want = pod_requests(p.spec.as_ref().expect("spec"));
+        let room = free.iter().find(|(_, left)| fits(&want, left));
+        assert!(
+            room.is_none(),
+            "{:?} fits on {:?} but was not bound",
+            p.metadata.name,
+            room.map(|(n, _)| n)
+        );
+    }
+    assert!(
+        unbound.len() < PODS / 4,
+        "most pods fit: {} unbound",
+        unbound.len()
+    );
+    stop.send_replace(true);
+    task.await.expect("the scheduler stops");
     h.shutdown().await;
 }

@@ -1,9 +1,13 @@
 //! `flotilla scheduler`: the scheduler as its own process, a client of the API server.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::etcd::parse_duration;
 
 use clap::{Args, ValueEnum};
 use scheduler::SchedulerConfig;
+use scheduler::config::{Configuration, ProfileConfig};
 use scheduler::plugins::node_resources_fit::Strategy;
 
 /// `--scoring-strategy`.
@@ -24,16 +28,35 @@ pub struct SchedulerArgs {
     /// The kubeconfig context.
     #[arg(long)]
     pub context: Option<String>,
-    /// Pods whose spec.schedulerName is this are scheduled here.
-    #[arg(long, default_value = "default-scheduler")]
+    /// Configuration file (KubeSchedulerConfiguration: profiles, plugins, weights,
+    /// percentageOfNodesToScore); without one, Kubernetes' default profile.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Pods whose spec.schedulerName is this are scheduled here (without --config).
+    #[arg(long, default_value = "default-scheduler", conflicts_with = "config")]
     pub scheduler_name: String,
-    /// How nodes are ranked by free resources.
-    #[arg(long, value_enum, default_value = "least-allocated")]
+    /// How nodes are ranked by free resources (without --config).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "least-allocated",
+        conflicts_with = "config"
+    )]
     pub scoring_strategy: StrategyArg,
-    /// Elect a leader among schedulers (Lease kube-system/<scheduler-name>); only the leader
-    /// schedules.
+    /// Elect a leader among schedulers (Lease kube-system/<first profile's scheduler name>);
+    /// only the leader schedules.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
+    /// How long a leader's Lease holds after its last renewal (a standby waits this long
+    /// after the leader dies).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up leading.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try to acquire or renew the Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -41,6 +64,28 @@ pub struct SchedulerArgs {
 
 /// Runs the scheduler until `shutdown`.
 pub async fn run(args: SchedulerArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let configuration = match &args.config {
+        Some(path) => Configuration::load(path).map_err(|e| format!("--config: {e}"))?,
+        None => {
+            let mut profile = ProfileConfig::default_named(&args.scheduler_name);
+            profile.strategy = match args.scoring_strategy {
+                StrategyArg::LeastAllocated => Strategy::LeastAllocated,
+                StrategyArg::MostAllocated => Strategy::MostAllocated,
+            };
+            Configuration {
+                profiles: vec![profile],
+                ..Default::default()
+            }
+        }
+    };
+    if args.leader_elect_renew_deadline >= args.leader_elect_lease_duration
+        || args.leader_elect_retry_period >= args.leader_elect_renew_deadline
+    {
+        return Err(
+            "--leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration is required"
+                .into(),
+        );
+    }
     let cfg =
         flotilla_client::Kubeconfig::load(args.kubeconfig.as_deref()).map_err(|e| e.to_string())?;
     let resolved = cfg
@@ -48,15 +93,15 @@ pub async fn run(args: SchedulerArgs, shutdown: impl Future<Output = ()>) -> Res
         .map_err(|e| e.to_string())?;
     let client = flotilla_client::Client::new(&resolved).map_err(|e| e.to_string())?;
     let config = SchedulerConfig {
-        name: args.scheduler_name,
-        strategy: match args.scoring_strategy {
-            StrategyArg::LeastAllocated => Strategy::LeastAllocated,
-            StrategyArg::MostAllocated => Strategy::MostAllocated,
-        },
+        configuration,
         leader_election: args.leader_elect.then(|| {
             (
                 format!("{}-{}", crate::server::hostname(), std::process::id()),
-                Default::default(),
+                flotilla_client::LeaderConfig {
+                    lease_duration: args.leader_elect_lease_duration,
+                    renew_deadline: args.leader_elect_renew_deadline,
+                    retry_period: args.leader_elect_retry_period,
+                },
             )
         }),
     };

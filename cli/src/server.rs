@@ -38,6 +38,9 @@ pub struct ServerArgs {
     /// Do not run the scheduler in this process (run `flotilla scheduler` elsewhere).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// The in-process scheduler's configuration file (KubeSchedulerConfiguration).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_scheduler")]
+    pub scheduler_config: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -52,6 +55,24 @@ pub struct ServerArgsError {
 }
 
 impl ServerArgs {
+    /// The in-process scheduler's configuration, or None when it is disabled.
+    pub fn scheduler_configuration(
+        &self,
+    ) -> Result<Option<scheduler::config::Configuration>, ServerArgsError> {
+        if self.no_scheduler {
+            return Ok(None);
+        }
+        match &self.scheduler_config {
+            None => Ok(Some(Default::default())),
+            Some(path) => scheduler::config::Configuration::load(path)
+                .map(Some)
+                .map_err(|e| ServerArgsError {
+                    flag: "scheduler-config",
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
     /// The configuration these flags describe.
     pub fn into_config(self) -> Result<(ServerConfig, SocketAddr), ServerArgsError> {
         let (first, last) = self
@@ -108,7 +129,7 @@ pub enum ControlPlaneError {
 pub async fn run_control_plane(
     cfg: ServerConfig,
     listen: SocketAddr,
-    with_scheduler: bool,
+    scheduler: Option<scheduler::config::Configuration>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControlPlaneError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -117,7 +138,7 @@ pub async fn run_control_plane(
     let server = Server::start(cfg, listener).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    if with_scheduler {
+    if let Some(configuration) = scheduler {
         let resolved = flotilla_client::Resolved {
             context: "in-process".into(),
             server: format!("http://{}", server.addr),
@@ -129,11 +150,11 @@ pub async fn run_control_plane(
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
         // Several servers may share one store: only the elected scheduler acts.
         let config = scheduler::SchedulerConfig {
+            configuration,
             leader_election: Some((
                 format!("{}-{}", hostname(), server.addr),
                 Default::default(),
             )),
-            ..Default::default()
         };
         tasks.push(tokio::spawn(scheduler::run(
             client,

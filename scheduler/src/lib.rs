@@ -1,6 +1,9 @@
-//! The Flotilla scheduler (being built): what pods ask for, what nodes offer, and the
+//! The Flotilla scheduler : what pods ask for, what nodes offer, and the
 //! filter and score plugins of Kubernetes' scheduling framework.
 //!
+//! - [`pod_info`], [`node_info`]: a pod's derived facts (PreFilter), a node's aggregates
+//! - [`cache`]: nodes and pods kept incrementally, assumed pods, per-cycle snapshots
+//! - [`config`]: the configuration file (profiles, plugins, weights)
 //! - [`quantity`]: exact resource quantities
 //! - [`resources`]: a pod's requests and a node's allocatable resources
 //! - [`plugins`]: one module per plugin
@@ -8,7 +11,11 @@
 //! - [`run`]: the loop (informers, cache with assumed pods, background binding, Events)
 //! - [`profile`]: filters, weighted scores, and the explanation when nothing fits
 
+pub mod cache;
+pub mod config;
+pub mod node_info;
 pub mod plugins;
+pub mod pod_info;
 pub mod profile;
 pub mod quantity;
 pub mod queue;

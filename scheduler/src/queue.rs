@@ -3,8 +3,8 @@
 //! unschedulable set whose pods return when the cluster changes in a way that could help
 //! them, and at least every 60 s.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -57,6 +57,11 @@ enum Place {
 #[derive(Default)]
 struct Inner {
     active: BinaryHeap<Entry>,
+    /// When waiting pods are due, earliest first. Entries are checked against `pods` when
+    /// they come due: a pod that moved since is skipped.
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// The pods in the unschedulable set, for cluster changes to walk.
+    unschedulable: HashSet<String>,
     pods: HashMap<String, Info>,
     next_seq: u64,
     closed: bool,
@@ -111,7 +116,9 @@ impl SchedulingQueue {
 
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn delete(&self, key: &str) {
-        self.lock().pods.remove(key);
+        let mut q = self.lock();
+        q.pods.remove(key);
+        q.unschedulable.remove(key);
     }
 
     /// The attempt failed for a reason a retry may fix: back off.
@@ -119,7 +126,9 @@ impl SchedulingQueue {
         let mut q = self.lock();
         if let Some(info) = q.pods.get_mut(key) {
             info.attempts += 1;
-            info.where_ = Place::Backoff(Instant::now() + backoff_for(info.attempts));
+            let at = Instant::now() + backoff_for(info.attempts);
+            info.where_ = Place::Backoff(at);
+            q.timers.push(Reverse((at, key.to_string())));
         }
         drop(q);
         self.wake.notify_one();
@@ -130,7 +139,11 @@ impl SchedulingQueue {
         let mut q = self.lock();
         if let Some(info) = q.pods.get_mut(key) {
             info.attempts += 1;
-            info.where_ = Place::Unschedulable(Instant::now());
+            let now = Instant::now();
+            info.where_ = Place::Unschedulable(now);
+            q.timers
+                .push(Reverse((now + UNSCHEDULABLE_FLUSH, key.to_string())));
+            q.unschedulable.insert(key.to_string());
         }
     }
 
@@ -142,26 +155,30 @@ impl SchedulingQueue {
     /// The cluster changed in a way that may help unschedulable pods (a node added or
     /// changed, a pod deleted): they move on, to back-off if theirs has not run out.
     pub fn cluster_changed(&self) {
-        let mut q = self.lock();
+        let mut guard = self.lock();
+        let q = &mut *guard;
         let now = Instant::now();
-        let mut to_active = Vec::new();
-        for (key, info) in q.pods.iter_mut() {
-            if let Place::Unschedulable(since) = info.where_ {
-                let until = since + backoff_for(info.attempts);
-                if until > now {
-                    info.where_ = Place::Backoff(until);
-                } else {
-                    info.where_ = Place::Active;
-                    to_active.push(Entry {
-                        key: key.clone(),
-                        priority: info.priority,
-                        seq: info.seq,
-                    });
-                }
+        for key in q.unschedulable.drain() {
+            let Some(info) = q.pods.get_mut(&key) else {
+                continue;
+            };
+            let Place::Unschedulable(since) = info.where_ else {
+                continue;
+            };
+            let until = since + backoff_for(info.attempts);
+            if until > now {
+                info.where_ = Place::Backoff(until);
+                q.timers.push(Reverse((until, key)));
+            } else {
+                info.where_ = Place::Active;
+                q.active.push(Entry {
+                    key,
+                    priority: info.priority,
+                    seq: info.seq,
+                });
             }
         }
-        q.active.extend(to_active);
-        drop(q);
+        drop(guard);
         self.wake.notify_one();
     }
 
@@ -188,27 +205,32 @@ impl SchedulingQueue {
     /// Moves pods whose back-off or unschedulable wait is over to the active heap; returns
     /// when the next one will be due.
     fn promote(q: &mut Inner, now: Instant) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut ready = Vec::new();
-        for (key, info) in q.pods.iter_mut() {
-            let due = match info.where_ {
-                Place::Backoff(at) => at,
-                Place::Unschedulable(since) => since + UNSCHEDULABLE_FLUSH,
-                _ => continue,
+        while let Some(Reverse((due, _))) = q.timers.peek() {
+            if *due > now {
+                return Some(*due);
+            }
+            let Some(Reverse((due, key))) = q.timers.pop() else {
+                break;
             };
-            if due <= now {
+            let Some(info) = q.pods.get_mut(&key) else {
+                continue;
+            };
+            let current = match info.where_ {
+                Place::Backoff(at) => at == due,
+                Place::Unschedulable(since) => since + UNSCHEDULABLE_FLUSH == due,
+                _ => false,
+            };
+            if current {
                 info.where_ = Place::Active;
-                ready.push(Entry {
-                    key: key.clone(),
+                q.unschedulable.remove(&key);
+                q.active.push(Entry {
+                    key,
                     priority: info.priority,
                     seq: info.seq,
                 });
-            } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
-        q.active.extend(ready);
-        next
+        None
     }
 
     /// The next pod to schedule: highest priority, then oldest; waits for one.

@@ -7,37 +7,42 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use flotilla_client::informer::{Change, pods_by_node};
-use flotilla_client::{Client, Informer, LeaderConfig, LeaderElector, ListParams, Store};
+use flotilla_client::informer::Change;
+use flotilla_client::{Client, Informer, LeaderConfig, LeaderElector, ListParams, Patch};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
-use crate::plugins::NodeInfo;
-use crate::plugins::node_resources_fit::Strategy;
-use crate::profile::Profile;
+use crate::cache::{Cache, Snapshot};
+use crate::config::Configuration;
+use crate::plugins::PodInfo;
+use crate::profile::{FitError, Profile};
 use crate::queue::SchedulingQueue;
 
+/// Bindings in flight at once: enough that throughput is not one round trip per pod,
+/// bounded so a burst of pods cannot pile up unbounded requests.
+pub const MAX_BINDS_IN_FLIGHT: usize = 256;
+
 /// How the scheduler runs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SchedulerConfig {
-    /// Pods whose spec.schedulerName is this are ours.
-    pub name: String,
-    /// Spread (LeastAllocated) or pack (MostAllocated).
-    pub strategy: Strategy,
-    /// Elect a leader on the Lease `kube-system/<name>` with this identity and timing, so
-    /// that of several schedulers only one acts; None schedules unconditionally.
+    /// Profiles (by scheduler name), plugins, weights, sampling.
+    pub configuration: Configuration,
+    /// Elect a leader on the Lease `kube-system/<first profile's scheduler name>` with
+    /// this identity and timing, so that of several schedulers only one acts; None
+    /// schedules unconditionally.
     pub leader_election: Option<(String, LeaderConfig)>,
 }
 
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            name: "default-scheduler".into(),
-            strategy: Strategy::LeastAllocated,
-            leader_election: None,
-        }
+impl SchedulerConfig {
+    /// The scheduler name the leader-election Lease is named after.
+    pub fn lease_name(&self) -> &str {
+        self.configuration
+            .profiles
+            .first()
+            .map_or("default-scheduler", |p| p.scheduler_name.as_str())
     }
 }
 
@@ -49,7 +54,7 @@ pub async fn run(client: Client, cfg: SchedulerConfig, shutdown: watch::Receiver
     };
     let elector = LeaderElector::new(
         client.api::<Lease>("kube-system"),
-        &cfg.name,
+        cfg.lease_name(),
         &identity,
         timing,
     );
@@ -80,43 +85,71 @@ fn key(p: &Pod) -> String {
     flotilla_client::informer::key_of(&p.metadata)
 }
 
-fn wants_scheduling(p: &Pod, name: &str) -> bool {
-    let spec = p.spec.as_ref();
-    spec.and_then(|s| s.node_name.as_deref())
-        .is_none_or(str::is_empty)
-        && spec
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or("default-scheduler")
-            == name
-        && p.metadata.deletion_timestamp.is_none()
+/// The profile that schedules the pod, if it is ours and waits for a node.
+fn profile_for<'a>(p: &Pod, profiles: &'a HashMap<String, Profile>) -> Option<&'a Profile> {
+    let spec = p.spec.as_ref()?;
+    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty())
+        || p.metadata.deletion_timestamp.is_some()
+    {
+        return None;
+    }
+    profiles.get(
+        spec.scheduler_name
+            .as_deref()
+            .unwrap_or("default-scheduler"),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::Receiver<bool>) {
+    let percentage = cfg.configuration.percentage_of_nodes_to_score;
+    let profiles: Arc<HashMap<String, Profile>> = Arc::new(
+        cfg.configuration
+            .profiles
+            .iter()
+            .map(|p| (p.scheduler_name.clone(), Profile::new(p, percentage)))
+            .collect(),
+    );
     let queue = Arc::new(SchedulingQueue::default());
+    let cache = Arc::new(Mutex::new(Cache::default()));
     let nodes_informer = {
-        let q = queue.clone();
-        Informer::new(client.api::<Node>(""), ListParams::default())
-            .on_change(move |_| q.cluster_changed())
+        let (q, cache) = (queue.clone(), cache.clone());
+        Informer::new(client.api::<Node>(""), ListParams::default()).on_change(move |c| {
+            match c {
+                Change::Added(n) | Change::Updated { new: n, .. } => {
+                    lock(&cache).upsert_node(n.clone())
+                }
+                Change::Deleted(n) => {
+                    lock(&cache).remove_node(n.metadata.name.as_deref().unwrap_or_default())
+                }
+            }
+            q.cluster_changed();
+        })
     };
     let pods_informer = {
-        let (q, name) = (queue.clone(), cfg.name.clone());
-        Informer::new(client.api::<Pod>(""), ListParams::default())
-            .with_index("node", pods_by_node)
-            .on_change(move |c| match c {
-                Change::Added(p) | Change::Updated { new: p, .. } => {
-                    if wants_scheduling(p, &name) {
-                        let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-                        q.add(&key(p), priority);
-                    } else {
-                        q.delete(&key(p));
-                    }
+        let (q, cache, profiles) = (queue.clone(), cache.clone(), profiles.clone());
+        Informer::new(client.api::<Pod>(""), ListParams::default()).on_change(move |c| match c {
+            Change::Added(p) | Change::Updated { new: p, .. } => {
+                let k = key(p);
+                lock(&cache).upsert_pod(&k, p.clone());
+                if profile_for(p, &profiles).is_some() {
+                    let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+                    q.add(&k, priority);
+                } else {
+                    q.delete(&k);
                 }
-                Change::Deleted(p) => {
-                    q.delete(&key(p));
-                    // Its resources are free again.
-                    q.cluster_changed();
-                }
-            })
+            }
+            Change::Deleted(p) => {
+                let k = key(p);
+                lock(&cache).remove_pod(&k);
+                q.delete(&k);
+                // Its resources are free again.
+                q.cluster_changed();
+            }
+        })
     };
     let nodes = nodes_informer.store();
     let pods = pods_informer.store();
@@ -124,8 +157,6 @@ async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::R
         tokio::spawn(nodes_informer.run(shutdown.clone())),
         tokio::spawn(pods_informer.run(shutdown.clone())),
     ];
-    let assumed: Arc<Mutex<HashMap<String, (String, Pod)>>> = Default::default();
-    let profile = Profile::default_with(cfg.strategy);
     let stop = {
         let q = queue.clone();
         let mut s = shutdown.clone();
@@ -136,26 +167,42 @@ async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::R
     };
     nodes.wait_until_ready().await;
     pods.wait_until_ready().await;
+    let binds = Arc::new(Semaphore::new(MAX_BINDS_IN_FLIGHT));
+    let mut snapshot = Snapshot::default();
     while let Some(k) = queue.pop().await {
         let Some(pod) = pods.get(&k) else {
             queue.done(&k);
             continue;
         };
-        if !wants_scheduling(&pod, &cfg.name) {
+        let Some(profile) = profile_for(&pod, &profiles) else {
+            queue.done(&k);
+            continue;
+        };
+        if lock(&cache).is_assumed(&k) {
+            // Chosen already; its binding is in flight.
             queue.done(&k);
             continue;
         }
-        let infos = node_infos(&nodes, &pods, &assumed);
-        match profile.schedule(&pod, &infos) {
+        lock(&cache).update_snapshot(&mut snapshot);
+        let info = PodInfo::new(pod.clone());
+        match profile.schedule(&info, snapshot.nodes()) {
             Ok(node) => {
-                lock(&assumed).insert(k.clone(), (node.clone(), (*pod).clone()));
-                let (client, queue, assumed) = (client.clone(), queue.clone(), assumed.clone());
-                tokio::spawn(async move { bind(client, queue, assumed, k, pod, node).await });
+                // Reserve: the node counts the pod from now on.
+                lock(&cache).assume(&k, info, &node);
+                let Ok(permit) = binds.clone().acquire_owned().await else {
+                    break;
+                };
+                let (client, queue, cache) = (client.clone(), queue.clone(), cache.clone());
+                tokio::spawn(async move {
+                    bind(client, queue, cache, k, pod, node).await;
+                    drop(permit);
+                });
             }
             Err(fit) => {
                 tracing::debug!(pod = %k, reason = %fit, "unschedulable");
                 queue.unschedulable(&k);
-                record_failure(&client, &pod, &fit.to_string()).await;
+                let client = client.clone();
+                tokio::spawn(async move { record_failure(&client, &pod, &fit).await });
             }
         }
     }
@@ -165,56 +212,10 @@ async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::R
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Every node with the pods bound to it and those assumed there.
-fn node_infos(
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    assumed: &Mutex<HashMap<String, (String, Pod)>>,
-) -> Vec<NodeInfo> {
-    let mut assumed = lock(assumed);
-    // An assumption ends once the informer shows the pod bound (or gone): from then on the
-    // pod is counted from the store.
-    assumed.retain(|k, _| {
-        pods.get(k).is_some_and(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_none_or(str::is_empty)
-        })
-    });
-    let mut list: Vec<NodeInfo> = nodes
-        .list()
-        .into_iter()
-        .map(|n| {
-            let mut info = NodeInfo::new((*n).clone());
-            for p in pods.by_index("node", info.name()) {
-                // Finished pods hold nothing.
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                if !matches!(phase, Some("Succeeded" | "Failed")) && !assumed.contains_key(&key(&p))
-                {
-                    info.add_pod(&p);
-                }
-            }
-            for (node, p) in assumed.values() {
-                if node == info.name() {
-                    info.add_pod(p);
-                }
-            }
-            info
-        })
-        .collect();
-    list.sort_by(|a, b| a.name().cmp(b.name()));
-    list
-}
-
 async fn bind(
     client: Client,
     queue: Arc<SchedulingQueue>,
-    assumed: Arc<Mutex<HashMap<String, (String, Pod)>>>,
+    cache: Arc<Mutex<Cache>>,
     key: String,
     pod: Arc<Pod>,
     node: String,
@@ -225,13 +226,13 @@ async fn bind(
     match client.bind(&ns, &name, &node, &uid).await {
         Ok(_) => {
             tracing::debug!(pod = %key, node = %node, "bound");
-            // The assumption stays until the informer shows the pod bound (see
-            // node_infos), so the node is never counted without it.
+            // The assumption stays until the informer shows the pod bound, so the node is
+            // never counted without it.
             queue.done(&key);
         }
         Err(e) => {
             tracing::warn!(pod = %key, node = %node, error = %e, "binding failed; retrying after back-off");
-            lock(&assumed).remove(&key);
+            lock(&cache).forget(&key);
             if e.is_not_found() {
                 queue.done(&key);
             } else {
@@ -241,10 +242,41 @@ async fn bind(
     }
 }
 
-/// A FailedScheduling Event on the pod, as kube-scheduler records it.
-async fn record_failure(client: &Client, pod: &Pod, message: &str) {
+/// Tells the pod's owner why it waits: the PodScheduled condition (False, Unschedulable)
+/// and a FailedScheduling Event, as kube-scheduler records them. Written only when the
+/// reason changes, so a pod retried for the same reason causes no writes.
+async fn record_failure(client: &Client, pod: &Pod, fit: &FitError) {
+    let message = fit.to_string();
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref());
+    let current = conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled");
+    if current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(&message)) {
+        return;
+    }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut list: Vec<PodCondition> = conditions
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ != "PodScheduled")
+        .cloned()
+        .collect();
+    list.push(PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some(message.clone()),
+        last_transition_time: Some(Time(jiff::Timestamp::now())),
+        ..Default::default()
+    });
+    // A merge patch carries no resourceVersion: nothing but the scheduler writes an
+    // unscheduled pod's conditions, so there is no one to conflict with.
+    let patch = Patch::Merge(json!({"status": {"conditions": list}}));
+    if let Err(e) = client.api::<Pod>(&ns).patch_status(&name, &patch).await {
+        tracing::debug!(pod = %name, error = %e, "could not set PodScheduled");
+    }
     let event = json!({
         "apiVersion": "v1",
         "kind": "Event",

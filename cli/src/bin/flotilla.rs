@@ -65,8 +65,10 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => {
             logging::init(&args.log_level);
-            let with_scheduler = !args.no_scheduler;
-            let (cfg, listen) = match args.into_config() {
+            let checked = args
+                .scheduler_configuration()
+                .and_then(|sched| Ok((sched, args.into_config()?)));
+            let (scheduler, (cfg, listen)) = match checked {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("flotilla server: {e}");
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
             match runtime.block_on(flotilla_cli::server::run_control_plane(
                 cfg,
                 listen,
-                with_scheduler,
+                scheduler,
                 signals::shutdown(),
             )) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,7 @@
 //! BalancedAllocation: favours nodes whose cpu and memory would be used in similar
 //! proportions, so neither runs out while the other sits idle.
 
-use k8s_openapi::api::core::v1::Pod;
-
-use super::{MAX_NODE_SCORE, NodeInfo, ScorePlugin};
-use crate::resources::Resources;
+use super::{MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin};
 
 /// The plugin.
 pub struct BalancedAllocation;
@@ -16,7 +13,8 @@ impl ScorePlugin for BalancedAllocation {
 
     /// 100 × (1 − standard deviation of the cpu and memory fractions), as Kubernetes scores
     /// two resources (the deviation of two values is half their difference).
-    fn score(&self, _: &Pod, requests: &Resources, node: &NodeInfo) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let requests = &pod.requests;
         let (a, used) = (&node.allocatable, &node.requested);
         if a.milli_cpu <= 0 || a.memory <= 0 {
             return 0;
@@ -31,6 +29,8 @@ impl ScorePlugin for BalancedAllocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::requesting;
+    use crate::resources::Resources;
     use serde_json::json;
 
     #[test]
@@ -46,7 +46,7 @@ mod tests {
             memory: 0,
             ..Default::default()
         };
-        assert_eq!(BalancedAllocation.score(&Pod::default(), &even, &n), 100);
-        assert_eq!(BalancedAllocation.score(&Pod::default(), &skewed, &n), 50);
+        assert_eq!(BalancedAllocation.score(&requesting(even), &n), 100);
+        assert_eq!(BalancedAllocation.score(&requesting(skewed), &n), 50);
     }
 }

@@ -5,53 +5,14 @@ pub mod balanced_allocation;
 pub mod node_affinity;
 pub mod node_name;
 pub mod node_ports;
+pub mod node_readiness;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod selector_spread;
 pub mod taint_toleration;
 
-use std::collections::HashSet;
-
-use k8s_openapi::api::core::v1::{Node, Pod};
-
-use crate::resources::{Resources, node_allocatable};
-
-/// A node with what is already placed on it.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// The node.
-    pub node: Node,
-    /// What it offers.
-    pub allocatable: Resources,
-    /// What the pods on it (and the assumed ones) request.
-    pub requested: Resources,
-    /// Host ports taken: (protocol, host IP, port).
-    pub used_ports: HashSet<(String, String, i32)>,
-}
-
-impl NodeInfo {
-    /// A node with nothing on it yet.
-    pub fn new(node: Node) -> Self {
-        NodeInfo {
-            allocatable: node_allocatable(&node),
-            requested: Resources::default(),
-            used_ports: HashSet::new(),
-            node,
-        }
-    }
-
-    /// Counts a pod as placed here.
-    pub fn add_pod(&mut self, pod: &Pod) {
-        if let Some(spec) = &pod.spec {
-            self.requested.add(&crate::resources::pod_requests(spec));
-        }
-        self.used_ports.extend(node_ports::host_ports(pod));
-    }
-
-    /// The node's name.
-    pub fn name(&self) -> &str {
-        self.node.metadata.name.as_deref().unwrap_or_default()
-    }
-}
+pub use crate::node_info::NodeInfo;
+pub use crate::pod_info::PodInfo;
 
 /// The outcome of a filter, as Kubernetes' framework codes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +36,45 @@ impl Status {
 pub trait FilterPlugin: Send + Sync {
     /// The plugin's name (as in a scheduler configuration).
     fn name(&self) -> &'static str;
-    /// Checks one node; `requests` is the pod's computed requests.
-    fn filter(&self, pod: &Pod, requests: &Resources, node: &NodeInfo) -> Status;
+    /// Checks one node.
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
 }
 
 /// Ranks the nodes that passed the filters.
 pub trait ScorePlugin: Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &'static str;
-    /// A score from 0 (worst) to 100 (best).
-    fn score(&self, pod: &Pod, requests: &Resources, node: &NodeInfo) -> i64;
+    /// A raw score for one node; after [`ScorePlugin::normalize`] it must lie in 0..=100.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// NormalizeScore: rescales the raw scores of all feasible nodes (in `nodes` order)
+    /// into 0..=100. The default leaves scores that are already in range alone.
+    fn normalize(&self, _pod: &PodInfo, _nodes: &[&NodeInfo], _scores: &mut [i64]) {}
+}
+
+/// Scales scores so the highest becomes 100 (Kubernetes' DefaultNormalizeScore); with
+/// `reverse`, the highest raw score becomes 0.
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    for s in scores.iter_mut() {
+        if max == 0 {
+            if reverse {
+                *s = MAX_NODE_SCORE;
+            }
+            continue;
+        }
+        *s = *s * MAX_NODE_SCORE / max;
+        if reverse {
+            *s = MAX_NODE_SCORE - *s;
+        }
+    }
+}
+
+/// A pod asking for `requests` and nothing else (for plugin tests).
+#[cfg(test)]
+pub fn requesting(requests: crate::resources::Resources) -> PodInfo {
+    let mut p = PodInfo::new(std::sync::Arc::new(Default::default()));
+    p.requests = requests;
+    p
 }
 
 /// The highest score a plugin gives.
@@ -95,8 +85,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).expect("pod")
+    fn pod(spec: serde_json::Value) -> PodInfo {
+        PodInfo::new(std::sync::Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).expect("pod"),
+        ))
     }
 
     fn node(v: serde_json::Value) -> NodeInfo {
@@ -106,14 +98,13 @@ mod tests {
     #[test]
     fn a_named_node_is_the_only_one() {
         let p = pod(json!({"nodeName": "n1", "containers": []}));
-        let r = Resources::default();
         assert!(
             node_name::NodeName
-                .filter(&p, &r, &node(json!({"metadata": {"name": "n1"}})))
+                .filter(&p, &node(json!({"metadata": {"name": "n1"}})))
                 .is_success()
         );
         assert_eq!(
-            node_name::NodeName.filter(&p, &r, &node(json!({"metadata": {"name": "n2"}}))),
+            node_name::NodeName.filter(&p, &node(json!({"metadata": {"name": "n2"}}))),
             Status::UnschedulableAndUnresolvable(vec![node_name::REASON.into()])
         );
     }
@@ -121,11 +112,10 @@ mod tests {
     #[test]
     fn a_cordoned_node_takes_only_pods_that_tolerate_it() {
         let cordoned = node(json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}}));
-        let r = Resources::default();
         let plain = pod(json!({"containers": []}));
         assert!(
             !node_unschedulable::NodeUnschedulable
-                .filter(&plain, &r, &cordoned)
+                .filter(&plain, &cordoned)
                 .is_success()
         );
         let tolerant = pod(
@@ -133,7 +123,7 @@ mod tests {
         );
         assert!(
             node_unschedulable::NodeUnschedulable
-                .filter(&tolerant, &r, &cordoned)
+                .filter(&tolerant, &cordoned)
                 .is_success()
         );
     }

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use super::{FilterPlugin, NodeInfo, ScorePlugin, Status};
-use crate::resources::Resources;
+use super::{FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Status, default_normalize};
 
 /// Kubernetes' reason.
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
@@ -48,10 +47,9 @@ impl FilterPlugin for NodeAffinity {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &Pod, _: &Resources, node: &NodeInfo) -> Status {
-        let empty = BTreeMap::new();
-        let labels = node.node.metadata.labels.as_ref().unwrap_or(&empty);
-        let Some(spec) = pod.spec.as_ref() else {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let labels = node.labels();
+        let Some(spec) = pod.pod.spec.as_ref() else {
             return Status::Success;
         };
         let selector_ok = spec
@@ -85,12 +83,12 @@ impl ScorePlugin for NodeAffinity {
         "NodeAffinity"
     }
 
-    /// The sum of the weights of the preferred terms the node matches (normalised across
-    /// nodes by the caller, as Kubernetes' NormalizeScore does).
-    fn score(&self, pod: &Pod, _: &Resources, node: &NodeInfo) -> i64 {
-        let empty = BTreeMap::new();
-        let labels = node.node.metadata.labels.as_ref().unwrap_or(&empty);
-        pod.spec
+    /// The sum of the weights of the preferred terms the node matches (then normalised so
+    /// the best node scores 100).
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let labels = node.labels();
+        pod.pod
+            .spec
             .as_ref()
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.node_affinity.as_ref())
@@ -103,6 +101,10 @@ impl ScorePlugin for NodeAffinity {
             .filter(|p| term_matches(&p.preference, labels))
             .map(|p| i64::from(p.weight))
             .sum()
+    }
+
+    fn normalize(&self, _: &PodInfo, _: &[&NodeInfo], scores: &mut [i64]) {
+        default_normalize(scores, false);
     }
 }
 
@@ -118,14 +120,15 @@ mod tests {
         )
     }
 
-    fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"spec": spec})).expect("pod")
+    fn pod(spec: serde_json::Value) -> PodInfo {
+        PodInfo::new(std::sync::Arc::new(
+            serde_json::from_value(json!({"spec": spec})).expect("pod"),
+        ))
     }
 
     #[test]
     fn every_operator_matches_as_kubernetes_matches() {
         let n = node(json!({"zone": "a", "cores": "8"}));
-        let r = Resources::default();
         let with = |op: &str, key: &str, values: serde_json::Value| {
             pod(
                 json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": key, "operator": op, "values": values}]}]}}}}),
@@ -144,7 +147,7 @@ mod tests {
         for (op, key, values, want) in cases {
             assert_eq!(
                 NodeAffinity
-                    .filter(&with(op, key, values.clone()), &r, &n)
+                    .filter(&with(op, key, values.clone()), &n)
                     .is_success(),
                 want,
                 "{op} {key} {values}"
@@ -154,7 +157,6 @@ mod tests {
             NodeAffinity
                 .filter(
                     &pod(json!({"containers": [], "nodeSelector": {"zone": "a"}})),
-                    &r,
                     &n
                 )
                 .is_success()
@@ -163,7 +165,6 @@ mod tests {
             !NodeAffinity
                 .filter(
                     &pod(json!({"containers": [], "nodeSelector": {"zone": "b"}})),
-                    &r,
                     &n
                 )
                 .is_success()
@@ -179,9 +180,6 @@ mod tests {
                 {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}
             ]}}}),
         );
-        assert_eq!(
-            ScorePlugin::score(&NodeAffinity, &p, &Resources::default(), &n),
-            30
-        );
+        assert_eq!(ScorePlugin::score(&NodeAffinity, &p, &n), 30);
     }
 }

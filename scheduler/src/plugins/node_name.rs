@@ -1,9 +1,6 @@
 //! NodeName: a pod that names its node runs only there.
 
-use k8s_openapi::api::core::v1::Pod;
-
-use super::{FilterPlugin, NodeInfo, Status};
-use crate::resources::Resources;
+use super::{FilterPlugin, NodeInfo, PodInfo, Status};
 
 /// Kubernetes' reason.
 pub const REASON: &str = "node(s) didn't match the requested node name";
@@ -16,13 +13,8 @@ impl FilterPlugin for NodeName {
         "NodeName"
     }
 
-    fn filter(&self, pod: &Pod, _: &Resources, node: &NodeInfo) -> Status {
-        match pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .filter(|n| !n.is_empty())
-        {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        match pod.node_name() {
             Some(wanted) if wanted != node.name() => {
                 Status::UnschedulableAndUnresolvable(vec![REASON.into()])
             }

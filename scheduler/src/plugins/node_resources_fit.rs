@@ -3,9 +3,7 @@
 //! and its scores, LeastAllocated (spread) and MostAllocated (bin-pack), over cpu and memory
 //! with equal weights, as Kubernetes' defaults.
 
-use k8s_openapi::api::core::v1::Pod;
-
-use super::{FilterPlugin, MAX_NODE_SCORE, NodeInfo, ScorePlugin, Status};
+use super::{FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Status};
 use crate::resources::Resources;
 
 /// The filter.
@@ -47,8 +45,8 @@ impl FilterPlugin for Fit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, _: &Pod, requests: &Resources, node: &NodeInfo) -> Status {
-        let reasons = insufficient(requests, node);
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let reasons = insufficient(&pod.requests, node);
         if reasons.is_empty() {
             Status::Success
         } else {
@@ -58,7 +56,7 @@ impl FilterPlugin for Fit {
 }
 
 /// How scores favour free capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum Strategy {
     /// More free capacity after placing the pod scores higher (spreads load).
     LeastAllocated,
@@ -85,7 +83,8 @@ impl ScorePlugin for Score {
         "NodeResourcesFit"
     }
 
-    fn score(&self, _: &Pod, requests: &Resources, node: &NodeInfo) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let requests = &pod.requests;
         let (a, used) = (&node.allocatable, &node.requested);
         let cpu = ratio_score(self.0, used.milli_cpu + requests.milli_cpu, a.milli_cpu);
         let mem = ratio_score(self.0, used.memory + requests.memory, a.memory);
@@ -96,6 +95,7 @@ impl ScorePlugin for Score {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::requesting;
     use serde_json::json;
 
     fn node(cpu: &str, memory: &str, pods: &str) -> NodeInfo {
@@ -115,13 +115,12 @@ mod tests {
     fn a_node_is_never_overcommitted() {
         let mut n = node("2", "1Gi", "2");
         assert!(
-            Fit.filter(&Pod::default(), &req(2000, 1 << 30), &n)
-                .is_success(),
+            Fit.filter(&requesting(req(2000, 1 << 30)), &n).is_success(),
             "exactly full fits"
         );
         n.requested = req(1500, 0);
         assert_eq!(
-            Fit.filter(&Pod::default(), &req(600, 0), &n),
+            Fit.filter(&requesting(req(600, 0)), &n),
             Status::Unschedulable(vec!["Insufficient cpu".into()])
         );
         n.requested.pods = 2;
@@ -142,11 +141,11 @@ mod tests {
         let empty = node("4", "4Gi", "110");
         let mut busy = node("4", "4Gi", "110");
         busy.requested = req(2000, 2 << 30);
-        let pod = req(1000, 1 << 30);
+        let pod = requesting(req(1000, 1 << 30));
         let least = Score(Strategy::LeastAllocated);
         let most = Score(Strategy::MostAllocated);
-        assert_eq!(least.score(&Pod::default(), &pod, &empty), 75);
-        assert_eq!(least.score(&Pod::default(), &pod, &busy), 25);
-        assert_eq!(most.score(&Pod::default(), &pod, &busy), 75);
+        assert_eq!(least.score(&pod, &empty), 75);
+        assert_eq!(least.score(&pod, &busy), 25);
+        assert_eq!(most.score(&pod, &busy), 75);
     }
 }

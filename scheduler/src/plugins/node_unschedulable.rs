@@ -3,8 +3,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{FilterPlugin, NodeInfo, Status};
-use crate::resources::Resources;
+use super::{FilterPlugin, NodeInfo, PodInfo, Status};
 
 /// Kubernetes' reason.
 pub const REASON: &str = "node(s) were unschedulable";
@@ -38,14 +37,14 @@ impl FilterPlugin for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, pod: &Pod, _: &Resources, node: &NodeInfo) -> Status {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
         let cordoned = node
             .node
             .spec
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false);
-        if cordoned && !tolerates_cordon(pod) {
+        if cordoned && !tolerates_cordon(&pod.pod) {
             Status::UnschedulableAndUnresolvable(vec![REASON.into()])
         } else {
             Status::Success

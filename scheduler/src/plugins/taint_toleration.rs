@@ -3,8 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
-use super::{FilterPlugin, MAX_NODE_SCORE, NodeInfo, ScorePlugin, Status};
-use crate::resources::Resources;
+use super::{FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Status};
 
 /// Does the toleration tolerate the taint? (Kubernetes' `ToleratesTaint`.)
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
@@ -33,12 +32,14 @@ fn tolerations(pod: &Pod) -> &[Toleration] {
         .unwrap_or_default()
 }
 
-fn taints(node: &NodeInfo) -> &[Taint] {
-    node.node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default()
+/// Kubernetes' reason for a taint a pod does not tolerate: `{key: value}`, the value
+/// empty when the taint has none.
+pub fn untolerated_reason(t: &Taint) -> String {
+    format!(
+        "node(s) had untolerated taint {{{}: {}}}",
+        t.key,
+        t.value.as_deref().unwrap_or_default()
+    )
 }
 
 /// The plugin (filter and score).
@@ -49,24 +50,15 @@ impl FilterPlugin for TaintToleration {
         "TaintToleration"
     }
 
-    fn filter(&self, pod: &Pod, _: &Resources, node: &NodeInfo) -> Status {
-        let untolerated = taints(node)
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let untolerated = node
+            .taints()
             .iter()
             .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-            .find(|taint| !tolerations(pod).iter().any(|t| tolerates(t, taint)));
+            .find(|taint| !tolerations(&pod.pod).iter().any(|t| tolerates(t, taint)));
         match untolerated {
             None => Status::Success,
-            Some(t) => {
-                let value = t
-                    .value
-                    .as_deref()
-                    .map(|v| format!(": {v}"))
-                    .unwrap_or_default();
-                Status::UnschedulableAndUnresolvable(vec![format!(
-                    "node(s) had untolerated taint {{{}{value}}}",
-                    t.key
-                )])
-            }
+            Some(t) => Status::UnschedulableAndUnresolvable(vec![untolerated_reason(t)]),
         }
     }
 }
@@ -77,8 +69,9 @@ impl ScorePlugin for TaintToleration {
     }
 
     /// Fewer untolerated PreferNoSchedule taints score higher (100 with none).
-    fn score(&self, pod: &Pod, _: &Resources, node: &NodeInfo) -> i64 {
-        let prefer: Vec<&Taint> = taints(node)
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let prefer: Vec<&Taint> = node
+            .taints()
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule")
             .collect();
@@ -87,7 +80,7 @@ impl ScorePlugin for TaintToleration {
         }
         let bad = prefer
             .iter()
-            .filter(|taint| !tolerations(pod).iter().any(|t| tolerates(t, taint)))
+            .filter(|taint| !tolerations(&pod.pod).iter().any(|t| tolerates(t, taint)))
             .count() as i64;
         MAX_NODE_SCORE - bad * MAX_NODE_SCORE / prefer.len() as i64
     }
@@ -105,17 +98,18 @@ mod tests {
         )
     }
 
-    fn pod(tolerations: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"spec": {"containers": [], "tolerations": tolerations}}))
-            .expect("pod")
+    fn pod(tolerations: serde_json::Value) -> PodInfo {
+        PodInfo::new(std::sync::Arc::new(
+            serde_json::from_value(json!({"spec": {"containers": [], "tolerations": tolerations}}))
+                .expect("pod"),
+        ))
     }
 
     #[test]
     fn untolerated_taints_keep_pods_out() {
         let n = node(json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]));
-        let r = Resources::default();
         assert_eq!(
-            TaintToleration.filter(&pod(json!([])), &r, &n),
+            TaintToleration.filter(&pod(json!([])), &n),
             Status::UnschedulableAndUnresolvable(vec![
                 "node(s) had untolerated taint {dedicated: gpu}".into()
             ])
@@ -124,7 +118,6 @@ mod tests {
             TaintToleration
                 .filter(
                     &pod(json!([{"key": "dedicated", "operator": "Equal", "value": "gpu"}])),
-                    &r,
                     &n
                 )
                 .is_success()
@@ -135,20 +128,19 @@ mod tests {
                     &pod(
                         json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}])
                     ),
-                    &r,
                     &n
                 )
                 .is_success()
         );
         assert!(
             TaintToleration
-                .filter(&pod(json!([{"operator": "Exists"}])), &r, &n)
+                .filter(&pod(json!([{"operator": "Exists"}])), &n)
                 .is_success(),
             "an empty key with Exists tolerates everything"
         );
         assert!(
             !TaintToleration
-                .filter(&pod(json!([{"key": "dedicated", "value": "cpu"}])), &r, &n)
+                .filter(&pod(json!([{"key": "dedicated", "value": "cpu"}])), &n)
                 .is_success()
         );
         assert!(
@@ -157,7 +149,6 @@ mod tests {
                     &pod(
                         json!([{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}])
                     ),
-                    &r,
                     &n
                 )
                 .is_success()
@@ -167,17 +158,12 @@ mod tests {
     #[test]
     fn prefer_no_schedule_only_lowers_the_score() {
         let n = node(json!([{"key": "spot", "effect": "PreferNoSchedule"}]));
-        let r = Resources::default();
-        assert!(TaintToleration.filter(&pod(json!([])), &r, &n).is_success());
-        assert_eq!(
-            ScorePlugin::score(&TaintToleration, &pod(json!([])), &r, &n),
-            0
-        );
+        assert!(TaintToleration.filter(&pod(json!([])), &n).is_success());
+        assert_eq!(ScorePlugin::score(&TaintToleration, &pod(json!([])), &n), 0);
         assert_eq!(
             ScorePlugin::score(
                 &TaintToleration,
                 &pod(json!([{"key": "spot", "operator": "Exists"}])),
-                &r,
                 &n
             ),
             100
