@@ -356,3 +356,176 @@ async fn ten_thousand_pods_on_five_hundred_nodes_never_overcommit() {
     task.await.expect("the scheduler stops");
     h.shutdown().await;
 }
+
+/// A `flotilla scheduler` process, killed when dropped.
+struct SchedulerProcess(std::process::Child);
+
+impl SchedulerProcess {
+    fn start(kubeconfig: &std::path::Path) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["scheduler", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args([
+                "--leader-elect-lease-duration=2s",
+                "--leader-elect-renew-deadline=1500ms",
+                "--leader-elect-retry-period=200ms",
+                "--log-level=warn",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("flotilla scheduler starts");
+        SchedulerProcess(child)
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn lease_holder(c: &JsonClient) -> Option<String> {
+    let lease = c
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "kube-system",
+            "default-scheduler",
+        )
+        .await
+        .ok()?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_leader_and_binds_nothing_twice() {
+    use futures::StreamExt;
+    const PODS: usize = 1500;
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let c = h.client().await;
+    for i in 0..20 {
+        c.create(
+            "v1",
+            "nodes",
+            "",
+            &node_with(&format!("n{i:02}"), "4", "16Gi", "True"),
+        )
+        .await
+        .expect("node");
+    }
+    let client = admin_client(&h);
+    let pods_api = client.api::<Pod>("default");
+
+    // Every binding the API server ever shows, pod by pod: a pod bound twice would show a
+    // second node.
+    let start_rv = pods_api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .resource_version;
+    let mut events = pods_api
+        .watch(&ListParams::default(), &start_rv)
+        .await
+        .expect("watch");
+    let (bound_tx, mut bound_rx) = tokio::sync::watch::channel(0usize);
+    let recorder = tokio::spawn(async move {
+        let mut first_node: HashMap<String, String> = HashMap::new();
+        let mut twice = Vec::new();
+        while let Some(Ok(ev)) = events.next().await {
+            let (flotilla_client::WatchEvent::Added(p) | flotilla_client::WatchEvent::Modified(p)) =
+                ev
+            else {
+                continue;
+            };
+            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                continue;
+            };
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            match first_node.get(&uid) {
+                Some(first) if *first != node => twice.push((uid, first.clone(), node)),
+                Some(_) => {}
+                None => {
+                    first_node.insert(uid, node);
+                    bound_tx.send_replace(first_node.len());
+                    if first_node.len() == PODS {
+                        break;
+                    }
+                }
+            }
+        }
+        twice
+    });
+
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let mut schedulers = vec![
+        SchedulerProcess::start(&kubeconfig),
+        SchedulerProcess::start(&kubeconfig),
+    ];
+    let creator = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            create_pods(&c, "f", PODS, |name| pod(&name, "50m")).await;
+        })
+    };
+
+    // Kill the leader once it has bound some of the pods.
+    tokio::time::timeout(Duration::from_secs(60), bound_rx.wait_for(|n| *n >= 200))
+        .await
+        .expect("the leader binds pods")
+        .expect("recorder running");
+    let holder = lease_holder(&c).await.expect("a leader");
+    let pid: u32 = holder
+        .rsplit('-')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("identity ends with the pid");
+    let leader = schedulers
+        .iter()
+        .position(|s| s.0.id() == pid)
+        .expect("the leader is one of ours");
+    drop(schedulers.remove(leader));
+    let standby = schedulers[0].0.id().to_string();
+    let bound_at_kill = *bound_rx.borrow();
+    assert!(bound_at_kill < PODS, "killed mid-run");
+
+    // The standby takes the Lease and binds the rest.
+    inproc::wait_until(Duration::from_secs(30), "the standby leads", || {
+        let c = c.clone();
+        let standby = standby.clone();
+        async move {
+            lease_holder(&c)
+                .await
+                .filter(|h| h.ends_with(&format!("-{standby}")))
+        }
+    })
+    .await;
+    creator.await.expect("pods created");
+    let twice = tokio::time::timeout(Duration::from_secs(60), recorder)
+        .await
+        .expect("every pod is bound")
+        .expect("recorder");
+    assert!(twice.is_empty(), "pods bound twice: {twice:?}");
+
+    let pods = pods_api
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items;
+    assert!(
+        pods.iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+    );
+    let nodes = client
+        .api::<Node>("")
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items;
+    free_per_node(&nodes, &pods);
+    drop(schedulers);
+    h.shutdown().await;
+}

@@ -1,5 +1,5 @@
-//! The Flotilla scheduler : what pods ask for, what nodes offer, and the
-//! filter and score plugins of Kubernetes' scheduling framework.
+//! The Flotilla scheduler: Kubernetes' scheduling framework (queue, cache with assumed pods,
+//! filter and score plugins, profiles) over the shared informers.
 //!
 //! - [`pod_info`], [`node_info`]: a pod's derived facts (PreFilter), a node's aggregates
 //! - [`cache`]: nodes and pods kept incrementally, assumed pods, per-cycle snapshots

@@ -18,10 +18,10 @@ mod api;
 mod cluster;
 #[path = "../support/inproc.rs"]
 mod inproc;
+#[path = "../support/server_process.rs"]
+mod server_process;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use cluster::{ClusterOptions, Flavor, ProcessCluster};
 use flotilla_proto::api::{ListRequest, WatchRequest};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use server_process::{ServerProcess, hist, knob, ms, rss_mib};
 
 /// Clients sharing one gRPC connection, as a real client library multiplexes them.
 const CLIENTS_PER_CHANNEL: usize = 8;
@@ -38,15 +39,6 @@ const WATCHERS_PER_CHANNEL: usize = 64;
 /// The namespace of the get/list phase: exactly PODS pods, nothing else.
 const LIST_NS: &str = "list";
 
-fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
-
 fn pod(namespace: &str, name: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -54,105 +46,6 @@ fn pod(namespace: &str, name: &str) -> Value {
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": "bench"}},
         "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}
     })
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
-}
-
-/// VmRSS of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-/// A `flotilla server` process.
-struct ServerProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-    token: String,
-}
-
-impl ServerProcess {
-    async fn start(dir: &Path, endpoints: &[String]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-        cmd.arg("server")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--listen")
-            .arg(port.to_string())
-            .arg("--log-level")
-            .arg("warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if !endpoints.is_empty() {
-            cmd.arg("--etcd-endpoints").arg(endpoints.join(","));
-        }
-        let child = cmd.spawn().expect("flotilla server starts");
-        let tokens = dir.join("tokens.csv");
-        let token = inproc::wait_until(
-            Duration::from_secs(30),
-            "the server writes its token",
-            || {
-                let t = std::fs::read_to_string(&tokens).ok().and_then(|text| {
-                    text.lines()
-                        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
-                        .and_then(|l| l.split(',').next())
-                        .map(str::to_string)
-                });
-                async move { t }
-            },
-        )
-        .await;
-        let server = ServerProcess {
-            child,
-            addr: port,
-            token,
-        };
-        inproc::wait_until(Duration::from_secs(30), "the server answers", || {
-            let addr = server.addr;
-            let token = server.token.clone();
-            async move {
-                let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()?;
-                let c = Client::from_channel(channel, Some(token));
-                c.list("v1", "namespaces", "").await.ok().map(|_| ())
-            }
-        })
-        .await;
-        server
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(self.addr, Some(self.token.clone())).await
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
 }
 
 /// Creates pods flat out from `clients` tasks until `until` says stop; returns latencies
@@ -349,7 +242,7 @@ async fn run_setup(name: &str, results: &mut Vec<(String, String)>) {
         }
         other => panic!("unknown setup {other:?} (embedded, lite3)"),
     };
-    let server = ServerProcess::start(&dir.path().join("server"), &endpoints).await;
+    let server = ServerProcess::start(&dir.path().join("server"), &endpoints, &[]).await;
     let clients: usize = knob("CLIENTS", 64);
     let seconds: u64 = knob("BENCH_SECONDS", 10);
     let pods: usize = knob("PODS", 10_000);
