@@ -28,6 +28,12 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Run the scheduler against an API server (flotilla server runs one in-process).
     Scheduler(Box<SchedulerArgs>),
+    /// Supervise one container of the process runtime (started by the agent).
+    #[command(hide = true)]
+    ContainerShim {
+        /// The container's state directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 fn runtime(what: &str) -> Option<tokio::runtime::Runtime> {
@@ -91,6 +97,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ContainerShim { dir } => match agent::shim::run(&dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flotilla container-shim: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Scheduler(args) => {
             logging::init(&args.log_level);
             let Some(runtime) = runtime("scheduler") else {

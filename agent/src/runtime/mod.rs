@@ -1,0 +1,237 @@
+//! The container runtime interface, shaped like Kubernetes' CRI (RuntimeService): a pod
+//! is a sandbox holding containers; containers are created, started, stopped, removed and
+//! inspected by id; their output goes to CRI-format log files named by the caller. The
+//! process runtime implements it today, containerd (over CRI itself) next.
+
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A runtime call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No sandbox or container with that id.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The container's process could not be started.
+    #[error("starting the container: {0}")]
+    StartFailed(String),
+    /// The request cannot be carried out by this runtime.
+    #[error("{0}")]
+    Invalid(String),
+    /// The runtime's state or the host failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<crate::shim::ShimError> for RuntimeError {
+    fn from(e: crate::shim::ShimError) -> Self {
+        RuntimeError::Io(e.to_string())
+    }
+}
+
+/// What a pod's sandbox is made from (CRI's PodSandboxConfig, the parts used here).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxConfig {
+    /// The pod's name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its uid.
+    pub uid: String,
+    /// The restart attempt of the sandbox.
+    pub attempt: u32,
+    /// The hostname inside the pod.
+    pub hostname: String,
+    /// Where the pod's container logs go.
+    pub log_directory: PathBuf,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Whether a sandbox can hold running containers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Ready.
+    Ready,
+    /// Stopped.
+    NotReady,
+}
+
+/// A sandbox as the runtime reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxStatus {
+    /// Its id.
+    pub id: String,
+    /// What it was made from.
+    pub config: SandboxConfig,
+    /// Its state.
+    pub state: SandboxState,
+    /// The pod's IP.
+    pub ip: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+}
+
+/// Limits for a container's cgroup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinuxResources {
+    /// Relative cpu weight (cgroup v1 shares, from requests).
+    pub cpu_shares: u64,
+    /// CFS quota in µs per period (from limits); 0 for none.
+    pub cpu_quota: i64,
+    /// CFS period in µs.
+    pub cpu_period: u64,
+    /// Memory limit in bytes; 0 for none.
+    pub memory_limit: i64,
+    /// Most processes at once; 0 for none.
+    pub pids_limit: i64,
+}
+
+/// What a container is made from (CRI's ContainerConfig, the parts used here).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerConfig {
+    /// The container's name in the pod.
+    pub name: String,
+    /// The restart attempt (0 first).
+    pub attempt: u32,
+    /// The image named in the pod.
+    pub image: String,
+    /// The command and its arguments (the pod's `command` + `args`).
+    pub argv: Vec<String>,
+    /// The environment.
+    pub env: Vec<(String, String)>,
+    /// The working directory.
+    pub working_dir: Option<String>,
+    /// The log file, relative to the sandbox's log directory.
+    pub log_path: PathBuf,
+    /// cgroup limits.
+    pub resources: LinuxResources,
+    /// Labels (pod and container identity).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container's state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Ended (or never started).
+    Exited,
+}
+
+/// A container as the runtime reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Its id.
+    pub id: String,
+    /// The sandbox it belongs to.
+    pub sandbox_id: String,
+    /// Its name, image and attempt.
+    pub config: ContainerConfig,
+    /// Its state.
+    pub state: ContainerState,
+    /// When it was created, started and finished (RFC 3339; empty if not yet).
+    pub created_at: String,
+    /// See `created_at`.
+    pub started_at: String,
+    /// See `created_at`.
+    pub finished_at: String,
+    /// Exit code, once exited.
+    pub exit_code: i32,
+    /// Kubernetes' reason once exited: Completed, Error, OOMKilled, StartError, …
+    pub reason: String,
+    /// Details.
+    pub message: String,
+    /// The full path of its log file.
+    pub log_path: PathBuf,
+}
+
+/// The outcome of a command run in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    /// Its exit code.
+    pub exit_code: i32,
+    /// What it wrote.
+    pub stdout: Vec<u8>,
+    /// See `stdout`.
+    pub stderr: Vec<u8>,
+}
+
+/// A container runtime.
+pub trait Runtime: Send + Sync + 'static {
+    /// The runtime's name (for the Node's nodeInfo).
+    fn name(&self) -> &'static str;
+    /// The runtime's version.
+    fn version(&self) -> String;
+
+    /// Makes a pod's sandbox; returns its id.
+    fn run_pod_sandbox(
+        &self,
+        cfg: &SandboxConfig,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Stops every container of the sandbox (each with `grace`) and marks it not ready.
+    fn stop_pod_sandbox(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a stopped sandbox and its containers.
+    fn remove_pod_sandbox(&self, id: &str)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// One sandbox.
+    fn pod_sandbox_status(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<SandboxStatus, RuntimeError>> + Send;
+    /// Every sandbox.
+    fn list_pod_sandboxes(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SandboxStatus>, RuntimeError>> + Send;
+
+    /// Creates a container in a sandbox; returns its id.
+    fn create_container(
+        &self,
+        sandbox_id: &str,
+        cfg: &ContainerConfig,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Starts a created container.
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stops a container: SIGTERM, then SIGKILL after `grace`.
+    fn stop_container(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a container that is not running.
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// One container.
+    fn container_status(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerStatus, RuntimeError>> + Send;
+    /// Every container, or those of one sandbox.
+    fn list_containers(
+        &self,
+        sandbox_id: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ContainerStatus>, RuntimeError>> + Send;
+    /// Runs a command in a container's context and waits for it (at most `timeout`).
+    fn exec_sync(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
+}

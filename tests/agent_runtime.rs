@@ -1,0 +1,209 @@
+//! The process runtime through its CRI-shaped interface, with the real shim
+//! (`flotilla container-shim`): exit codes and reasons, CRI log files, graceful and forced
+//! stops of whole process groups, refused containers, exec, and a runtime restarted over
+//! the same state (an agent restart) finding its running containers as they are.
+
+#[path = "support/inproc.rs"]
+mod inproc;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent::cri_log;
+use agent::runtime::process::{NO_COMMAND, ProcessRuntime};
+use agent::runtime::{
+    ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
+};
+
+fn runtime(root: &Path) -> ProcessRuntime {
+    ProcessRuntime::new(root, Path::new(env!("CARGO_BIN_EXE_flotilla")), "127.0.0.1")
+        .expect("runtime")
+}
+
+async fn sandbox(rt: &ProcessRuntime, logs: &Path) -> String {
+    rt.run_pod_sandbox(&SandboxConfig {
+        name: "p".into(),
+        namespace: "default".into(),
+        uid: "uid-1".into(),
+        hostname: "p".into(),
+        log_directory: logs.to_path_buf(),
+        labels: BTreeMap::new(),
+        attempt: 0,
+    })
+    .await
+    .expect("sandbox")
+}
+
+fn sh(name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        name: name.into(),
+        image: "busybox:1.36".into(),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: PathBuf::from(format!("{name}/0.log")),
+        ..Default::default()
+    }
+}
+
+async fn run(rt: &ProcessRuntime, sandbox: &str, cfg: &ContainerConfig) -> String {
+    let id = rt.create_container(sandbox, cfg).await.expect("create");
+    rt.start_container(&id).await.expect("start");
+    id
+}
+
+async fn exited(rt: &ProcessRuntime, id: &str) -> ContainerStatus {
+    inproc::wait_until(Duration::from_secs(10), "the container exits", || async {
+        rt.container_status(id)
+            .await
+            .ok()
+            .filter(|s| s.state == ContainerState::Exited)
+    })
+    .await
+}
+
+fn log_lines(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(cri_log::parse)
+        .map(|r| (r.stream, r.text))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_container_runs_and_its_end_is_reported_with_its_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+    let mut cfg = sh(
+        "main",
+        "echo out; echo err >&2; echo $GREETING; pwd; exit 3",
+    );
+    cfg.env = vec![("GREETING".into(), "hello".into())];
+    cfg.working_dir = Some("/tmp".into());
+    let id = run(&rt, &sb, &cfg).await;
+    let s = exited(&rt, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"));
+    assert!(!s.started_at.is_empty() && !s.finished_at.is_empty());
+    let lines = log_lines(&s.log_path);
+    for want in [
+        ("stdout", "out"),
+        ("stderr", "err"),
+        ("stdout", "hello"),
+        ("stdout", "/tmp"),
+    ] {
+        assert!(
+            lines.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {lines:?}"
+        );
+    }
+
+    let ok = run(&rt, &sb, &sh("ok", "true")).await;
+    let s = exited(&rt, &ok).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+}
+
+#[tokio::test]
+async fn stopping_asks_first_and_kills_after_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+
+    let polite = run(
+        &rt,
+        &sb,
+        &sh(
+            "polite",
+            "trap 'echo bye; exit 0' TERM; while true; do sleep 0.05; done",
+        ),
+    )
+    .await;
+    rt.stop_container(&polite, Duration::from_secs(30))
+        .await
+        .expect("stop");
+    let s = rt.container_status(&polite).await.expect("status");
+    assert_eq!((s.state, s.exit_code), (ContainerState::Exited, 0));
+    assert!(log_lines(&s.log_path).contains(&("stdout".into(), "bye".into())));
+
+    // Ignores SIGTERM, and leaves a child behind: both are killed.
+    let stubborn = run(
+        &rt,
+        &sb,
+        &sh(
+            "stubborn",
+            "trap '' TERM; sleep 1000 & while true; do sleep 0.05; done",
+        ),
+    )
+    .await;
+    rt.stop_container(&stubborn, Duration::from_millis(300))
+        .await
+        .expect("stop");
+    let s = rt.container_status(&stubborn).await.expect("status");
+    assert_eq!((s.state, s.exit_code), (ContainerState::Exited, 137));
+    rt.stop_pod_sandbox(&sb, Duration::from_secs(1))
+        .await
+        .expect("stop sandbox");
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+    assert!(rt.list_containers(None).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn containers_that_cannot_run_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+    let mut no_command = sh("none", "");
+    no_command.argv.clear();
+    match rt.create_container(&sb, &no_command).await {
+        Err(RuntimeError::Invalid(m)) => assert_eq!(m, NO_COMMAND),
+        other => panic!("{other:?}"),
+    }
+    let mut missing = sh("missing", "");
+    missing.argv = vec!["/nonexistent/program".into()];
+    let id = rt.create_container(&sb, &missing).await.expect("create");
+    match rt.start_container(&id).await {
+        Err(RuntimeError::StartFailed(m)) => assert!(m.contains("/nonexistent/program"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let s = rt.container_status(&id).await.expect("status");
+    assert_eq!(
+        (s.state, s.reason.as_str()),
+        (ContainerState::Exited, "StartError")
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_runtime_finds_its_containers_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let (sb, id) = {
+        let rt = runtime(&state);
+        let sb = sandbox(&rt, &dir.path().join("logs")).await;
+        let id = run(&rt, &sb, &sh("long", "while true; do sleep 0.05; done")).await;
+        (sb, id)
+    };
+    // As if the agent had restarted: a new runtime over the same state.
+    let rt = runtime(&state);
+    let s = rt.container_status(&id).await.expect("status");
+    assert_eq!(s.state, ContainerState::Running);
+    assert_eq!(rt.list_pod_sandboxes().await.expect("list")[0].id, sb);
+    let out = rt
+        .exec_sync(
+            &id,
+            &["sh".into(), "-c".into(), "echo hi; exit 4".into()],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (4, b"hi\n".as_slice())
+    );
+    rt.stop_container(&id, Duration::from_secs(1))
+        .await
+        .expect("stop");
+    assert_eq!(
+        rt.container_status(&id).await.expect("status").state,
+        ContainerState::Exited
+    );
+}
