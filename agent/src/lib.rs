@@ -1,12 +1,25 @@
-//! The Flotilla node agent (being built): the container runtime interface, shaped like
-//! Kubernetes' CRI so that the process runtime and containerd plug into the same pod
-//! workers, and the process runtime itself.
+//! The Flotilla node agent (being built): it registers its Node, beats a Lease, runs the
+//! pods bound to it through a container runtime shaped like Kubernetes' CRI (so the
+//! process runtime and containerd plug into the same pod workers), and reports their
+//! status truthfully.
 //!
+//! - [`run`]: registration, the pod informer, one worker per pod, housekeeping
+//! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions
+//! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
+//!   restarts with back-off, graceful deletion); [`status`]: the status it reports
+//! - [`env`]: a container's environment; [`resources`]: its cgroup limits
 //! - [`runtime`]: the interface (sandboxes, containers, logs, exec)
 //! - [`runtime::process`]: containers as host processes, each watched by a shim
 //! - [`shim`]: the per-container supervisor that outlives agent restarts
 //! - [`cri_log`]: the CRI log file format (`<time> <stream> <P|F> <line>`)
 
 pub mod cri_log;
+pub mod env;
+pub mod heartbeat;
+pub mod node;
+pub mod pod_worker;
+pub mod resources;
+pub mod run;
 pub mod runtime;
 pub mod shim;
+pub mod status;

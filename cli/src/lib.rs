@@ -1,6 +1,7 @@
 //! Command-line front ends. `cli` only parses flags and calls the component crates'
 //! `run(config, shutdown)`; everything else lives in those crates.
 //!
+//! - [`agent`]: `flotilla agent`, the node agent
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
 //! - [`flotctl`]: the `flotctl` command line
 //! - [`scheduler`]: `flotilla scheduler`, the scheduler as its own process
@@ -8,6 +9,7 @@
 //! - [`signals`]: SIGTERM/SIGINT as a shutdown future
 //! - [`logging`]: the tracing subscriber every daemon uses
 
+pub mod agent;
 pub mod etcd;
 pub mod flotctl;
 pub mod logging;

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// The in-process scheduler's configuration file (KubeSchedulerConfiguration).
     #[arg(long, value_name = "FILE", conflicts_with = "no_scheduler")]
     pub scheduler_config: Option<PathBuf>,
+    /// Also run a node agent in this process (process runtime, data under
+    /// <data-dir>/agent), so that one command gives a cluster that runs pods.
+    #[arg(long)]
+    pub local_agent: bool,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -55,6 +59,27 @@ pub struct ServerArgsError {
 }
 
 impl ServerArgs {
+    /// The local agent's configuration, or None without --local-agent.
+    pub fn local_agent_config(&self) -> Result<Option<agent::run::AgentConfig>, ServerArgsError> {
+        if !self.local_agent {
+            return Ok(None);
+        }
+        crate::agent::agent_config(
+            None,
+            None,
+            &self.data_dir.join("agent"),
+            "",
+            "",
+            "",
+            Duration::from_secs(10),
+        )
+        .map(Some)
+        .map_err(|reason| ServerArgsError {
+            flag: "local-agent",
+            reason,
+        })
+    }
+
     /// The in-process scheduler's configuration, or None when it is disabled.
     pub fn scheduler_configuration(
         &self,
@@ -124,12 +149,14 @@ pub enum ControlPlaneError {
     Client(String),
 }
 
-/// Runs the API server and, unless disabled, the scheduler beside it (a client of the API
-/// like any other, over loopback with the admin credentials), until `shutdown`.
+/// Runs the API server and, unless disabled, the scheduler beside it, and optionally a
+/// local agent (each a client of the API like any other, over loopback with the admin
+/// credentials), until `shutdown`.
 pub async fn run_control_plane(
     cfg: ServerConfig,
     listen: SocketAddr,
     scheduler: Option<scheduler::config::Configuration>,
+    local_agent: Option<agent::run::AgentConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControlPlaneError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -138,14 +165,14 @@ pub async fn run_control_plane(
     let server = Server::start(cfg, listener).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let resolved = flotilla_client::Resolved {
+        context: "in-process".into(),
+        server: format!("http://{}", server.addr),
+        token: Some(server.admin_token.clone()),
+        namespace: "default".into(),
+        source: "the server's own credentials".into(),
+    };
     if let Some(configuration) = scheduler {
-        let resolved = flotilla_client::Resolved {
-            context: "in-process".into(),
-            server: format!("http://{}", server.addr),
-            token: Some(server.admin_token.clone()),
-            namespace: "default".into(),
-            source: "the server's own credentials".into(),
-        };
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
         // Several servers may share one store: only the elected scheduler acts.
@@ -162,6 +189,24 @@ pub async fn run_control_plane(
             stop_rx.clone(),
         )));
         tracing::info!("scheduler running in-process");
+    }
+    if let Some(agent_cfg) = local_agent {
+        let client = flotilla_client::Client::new(&resolved)
+            .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
+        std::fs::create_dir_all(&agent_cfg.data_dir).map_err(|e| {
+            ControlPlaneError::Client(format!("{}: {e}", agent_cfg.data_dir.display()))
+        })?;
+        let runtime = crate::agent::process_runtime(&agent_cfg.data_dir, &agent_cfg.host_ip)
+            .map_err(ControlPlaneError::Client)?;
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) =
+                agent::run::run(client, std::sync::Arc::new(runtime), agent_cfg, stop).await
+            {
+                tracing::error!(error = %e, "the local agent stopped");
+            }
+        }));
+        tracing::info!("local agent running in-process");
     }
     shutdown.await;
     tracing::info!("shutting down");

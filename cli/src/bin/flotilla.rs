@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::{
-    etcd::EtcdArgs, logging, scheduler::SchedulerArgs, server::ServerArgs, signals,
+    agent::AgentArgs, etcd::EtcdArgs, logging, scheduler::SchedulerArgs, server::ServerArgs,
+    signals,
 };
 
 /// The daemons allocate many small short-lived buffers (gRPC frames, raft messages) across
@@ -28,6 +29,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Run the scheduler against an API server (flotilla server runs one in-process).
     Scheduler(Box<SchedulerArgs>),
+    /// Run the node agent: register this machine and run the pods bound to it.
+    Agent(Box<AgentArgs>),
     /// Supervise one container of the process runtime (started by the agent).
     #[command(hide = true)]
     ContainerShim {
@@ -71,10 +74,11 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => {
             logging::init(&args.log_level);
-            let checked = args
-                .scheduler_configuration()
-                .and_then(|sched| Ok((sched, args.into_config()?)));
-            let (scheduler, (cfg, listen)) = match checked {
+            let checked = args.scheduler_configuration().and_then(|sched| {
+                let agent = args.local_agent_config()?;
+                Ok((sched, agent, args.into_config()?))
+            });
+            let (scheduler, local_agent, (cfg, listen)) = match checked {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("flotilla server: {e}");
@@ -88,11 +92,25 @@ fn main() -> ExitCode {
                 cfg,
                 listen,
                 scheduler,
+                local_agent,
                 signals::shutdown(),
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flotilla server: {}", etcd_lite::member::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Agent(args) => {
+            logging::init(&args.log_level);
+            let Some(runtime) = runtime("agent") else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(flotilla_cli::agent::run(*args, signals::shutdown())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla agent: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,0 +1,546 @@
+//! One pod's worker: it compares what the pod asks for with what the runtime has, and
+//! acts — makes the sandbox, runs init containers in order, then the app containers,
+//! restarts those that end as the restart policy says (after a back-off of 10 s doubling
+//! to 5 minutes, reset once a container has run for 10 minutes), stops everything
+//! gracefully when the pod is deleted and then removes it from the API — and reports the
+//! pod's status when it changes. Level-triggered: it looks at the runtime's state every
+//! time, so a worker started after an agent restart adopts what runs instead of starting
+//! it again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_client::{Client, DeleteParams, Patch};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::runtime::{
+    ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
+    SandboxState,
+};
+use crate::status::{ContainerView, PodView, pod_status};
+
+/// First wait before restarting a container that ended.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest wait.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long starts its back-off afresh.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often a worker looks at its containers when nothing else wakes it (the kubelet's
+/// PLEG relists every second).
+pub const RESYNC: Duration = Duration::from_secs(1);
+/// The grace period when a pod names none.
+pub const DEFAULT_GRACE: i64 = 30;
+
+/// What every worker of an agent shares.
+pub struct Context<R> {
+    /// The runtime.
+    pub runtime: Arc<R>,
+    /// The API.
+    pub client: Client,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's IP.
+    pub host_ip: String,
+    /// Where pods' log directories go.
+    pub log_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    delay: Duration,
+    until: Instant,
+}
+
+/// A worker's memory between syncs.
+#[derive(Default)]
+struct State {
+    backoff: HashMap<String, Backoff>,
+    last: Option<PodStatus>,
+}
+
+fn grace_of(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(DEFAULT_GRACE);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn pod_label(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        uid_of(pod)
+    )
+}
+
+/// Runs the worker of one pod until the pod is gone (deleted and cleaned up) or
+/// `shutdown` flips. `pod` carries the pod's latest version; None once it is deleted.
+pub async fn run<R: Runtime>(
+    ctx: Arc<Context<R>>,
+    mut pod: watch::Receiver<Option<Arc<Pod>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut state = State::default();
+    let mut last_seen: Option<Arc<Pod>> = None;
+    loop {
+        let current = pod.borrow_and_update().clone();
+        let next = match current {
+            None => {
+                if let Some(p) = &last_seen {
+                    // Removed from the API without waiting for us: stop what runs.
+                    if let Err(e) = tear_down(&ctx, p, grace_of(p)).await {
+                        tracing::warn!(pod = %pod_label(p), error = %e, "cleaning up a deleted pod");
+                    }
+                }
+                return;
+            }
+            Some(p) if p.metadata.deletion_timestamp.is_some() => match terminate(&ctx, &p).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(pod = %pod_label(&p), error = %e, "terminating");
+                    last_seen = Some(p);
+                    RESYNC
+                }
+            },
+            Some(p) => {
+                let next = match sync(&ctx, &p, &mut state).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        tracing::warn!(pod = %pod_label(&p), error = %e, "sync failed");
+                        RESYNC
+                    }
+                };
+                last_seen = Some(p);
+                next
+            }
+        };
+        tokio::select! {
+            changed = pod.changed() => {
+                if changed.is_err() {
+                    // The agent dropped the worker's channel: it is stopping.
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(next) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Stops the pod's containers gracefully, removes its sandbox, then deletes the pod from
+/// the API (grace 0, only this uid), as the kubelet finishes a deletion.
+async fn terminate<R: Runtime>(ctx: &Context<R>, pod: &Pod) -> Result<(), String> {
+    tear_down(ctx, pod, grace_of(pod)).await?;
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        precondition_uid: uid_of(pod),
+        ..Default::default()
+    };
+    match ctx.client.api::<Pod>(&ns).delete(&name, &params).await {
+        Ok(_) => {
+            tracing::info!(pod = %pod_label(pod), "pod stopped and removed");
+            Ok(())
+        }
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn tear_down<R: Runtime>(ctx: &Context<R>, pod: &Pod, grace: Duration) -> Result<(), String> {
+    let uid = uid_of(pod);
+    let sandboxes = ctx
+        .runtime
+        .list_pod_sandboxes()
+        .await
+        .map_err(|e| e.to_string())?;
+    for s in sandboxes.iter().filter(|s| s.config.uid == uid) {
+        ctx.runtime
+            .stop_pod_sandbox(&s.id, grace)
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.runtime
+            .remove_pod_sandbox(&s.id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn should_restart(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
+fn ran_for(c: &ContainerStatus) -> Duration {
+    let parse = |s: &str| s.parse::<jiff::Timestamp>().ok();
+    match (parse(&c.started_at), parse(&c.finished_at)) {
+        (Some(a), Some(b)) => b.duration_since(a).try_into().unwrap_or(Duration::ZERO),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Instances of each container, newest attempt first.
+fn by_name(list: Vec<ContainerStatus>) -> HashMap<String, Vec<ContainerStatus>> {
+    let mut map: HashMap<String, Vec<ContainerStatus>> = HashMap::new();
+    for c in list {
+        map.entry(c.config.name.clone()).or_default().push(c);
+    }
+    for v in map.values_mut() {
+        v.sort_by_key(|c| std::cmp::Reverse(c.config.attempt));
+    }
+    map
+}
+
+/// What became of one attempt to make a container run.
+enum Step {
+    /// Started (or tried: its status tells).
+    Started,
+    /// It cannot be made yet (reason, message).
+    Waiting(String, String),
+}
+
+async fn start<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    sandbox: &str,
+    c: &Container,
+    attempt: u32,
+    older: &[ContainerStatus],
+) -> Result<Step, RuntimeError> {
+    let (env, argv) = match crate::env::build(&ctx.client, pod, c, &ctx.host_ip).await {
+        Ok(x) => x,
+        Err(e) => {
+            return Ok(Step::Waiting(
+                "CreateContainerConfigError".into(),
+                e.to_string(),
+            ));
+        }
+    };
+    // Keep the instance just before this one for `logs --previous`; older ones go.
+    for old in older.iter().skip(1) {
+        ctx.runtime.remove_container(&old.id).await?;
+    }
+    let cfg = ContainerConfig {
+        name: c.name.clone(),
+        attempt,
+        image: c.image.clone().unwrap_or_default(),
+        argv,
+        env,
+        working_dir: c.working_dir.clone(),
+        log_path: PathBuf::from(format!("{}/{attempt}.log", c.name)),
+        resources: crate::resources::linux_resources(c),
+        labels: [
+            ("io.kubernetes.pod.uid".to_string(), uid_of(pod)),
+            ("io.kubernetes.container.name".to_string(), c.name.clone()),
+        ]
+        .into(),
+    };
+    let id = match ctx.runtime.create_container(sandbox, &cfg).await {
+        Ok(id) => id,
+        Err(RuntimeError::Invalid(m)) => {
+            return Ok(Step::Waiting("CreateContainerError".into(), m));
+        }
+        Err(e) => return Err(e),
+    };
+    match ctx.runtime.start_container(&id).await {
+        // A process that cannot start shows as exited (StartError) and is restarted
+        // as the policy says.
+        Ok(()) | Err(RuntimeError::StartFailed(_)) => Ok(Step::Started),
+        Err(e) => Err(e),
+    }
+}
+
+/// One container's turn: start it, leave it, or restart it after its back-off. Returns
+/// its view and when it next needs a look.
+async fn reconcile_container<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    sandbox: &str,
+    c: &Container,
+    instances: &[ContainerStatus],
+    policy: &str,
+    state: &mut State,
+) -> Result<(ContainerView, Option<Instant>), RuntimeError> {
+    let mut view = ContainerView {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        latest: instances.first().cloned(),
+        previous: instances.get(1).cloned(),
+        ..Default::default()
+    };
+    let mut wake = None;
+    match instances.first() {
+        None => match start(ctx, pod, sandbox, c, 0, instances).await? {
+            Step::Started => wake = Some(Instant::now()),
+            Step::Waiting(reason, message) => {
+                view.waiting = Some((reason, message));
+                wake = Some(Instant::now() + INITIAL_BACKOFF);
+            }
+        },
+        Some(latest) if latest.state == ContainerState::Running => {
+            view.ready = true;
+            view.started = true;
+        }
+        Some(latest)
+            if latest.state == ContainerState::Exited
+                && should_restart(policy, latest.exit_code) =>
+        {
+            let now = Instant::now();
+            let b = *state
+                .backoff
+                .entry(c.name.clone())
+                .or_insert_with(|| Backoff {
+                    delay: INITIAL_BACKOFF,
+                    until: now + INITIAL_BACKOFF,
+                });
+            if b.until > now {
+                view.waiting = Some((
+                    "CrashLoopBackOff".into(),
+                    format!(
+                        "back-off {}s restarting failed container={} pod={}",
+                        b.delay.as_secs(),
+                        c.name,
+                        pod_label(pod)
+                    ),
+                ));
+                wake = Some(b.until);
+            } else {
+                match start(ctx, pod, sandbox, c, latest.config.attempt + 1, instances).await? {
+                    Step::Started => {
+                        let delay = if ran_for(latest) >= BACKOFF_RESET {
+                            INITIAL_BACKOFF
+                        } else {
+                            (b.delay * 2).min(MAX_BACKOFF)
+                        };
+                        state.backoff.insert(
+                            c.name.clone(),
+                            Backoff {
+                                delay,
+                                until: Instant::now() + delay,
+                            },
+                        );
+                        wake = Some(Instant::now());
+                    }
+                    Step::Waiting(reason, message) => {
+                        view.waiting = Some((reason, message));
+                        wake = Some(Instant::now() + b.delay);
+                    }
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    Ok((view, wake))
+}
+
+/// Brings the pod's containers to what it asks for and reports its status; returns when
+/// to look again.
+async fn sync<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    state: &mut State,
+) -> Result<Duration, RuntimeError> {
+    let uid = uid_of(pod);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let already_done = state
+        .last
+        .as_ref()
+        .or(pod.status.as_ref())
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+
+    let sandboxes = ctx.runtime.list_pod_sandboxes().await?;
+    let sandbox = match sandboxes
+        .into_iter()
+        .find(|s| s.config.uid == uid && s.state == SandboxState::Ready)
+    {
+        Some(s) => s,
+        None if already_done => return Ok(RESYNC * 10),
+        None => {
+            let cfg = SandboxConfig {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                uid: uid.clone(),
+                attempt: 0,
+                hostname: spec
+                    .hostname
+                    .clone()
+                    .or_else(|| pod.metadata.name.clone())
+                    .unwrap_or_default(),
+                log_directory: ctx.log_root.join(format!(
+                    "{}_{}_{}",
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    uid
+                )),
+                labels: pod.metadata.labels.clone().unwrap_or_default(),
+            };
+            let id = ctx.runtime.run_pod_sandbox(&cfg).await?;
+            tracing::info!(pod = %pod_label(pod), sandbox = %id, "sandbox created");
+            ctx.runtime.pod_sandbox_status(&id).await?
+        }
+    };
+    let instances = by_name(ctx.runtime.list_containers(Some(&sandbox.id)).await?);
+    let none: Vec<ContainerStatus> = Vec::new();
+    let mut view = PodView {
+        pod_ip: Some(sandbox.ip.clone()),
+        host_ip: ctx.host_ip.clone(),
+        initialized: true,
+        ..Default::default()
+    };
+    let mut wakes: Vec<Instant> = Vec::new();
+    let mut init_failed = false;
+
+    // Init containers, one after another, each to success.
+    for c in spec.init_containers.iter().flatten() {
+        let list = instances.get(&c.name).unwrap_or(&none);
+        let done_ok = list
+            .first()
+            .is_some_and(|l| l.state == ContainerState::Exited && l.exit_code == 0);
+        if done_ok || already_done || !view.initialized {
+            view.init.push(ContainerView {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                latest: list.first().cloned(),
+                previous: list.get(1).cloned(),
+                waiting: (!done_ok && list.is_empty())
+                    .then(|| ("PodInitializing".to_string(), String::new())),
+                ..Default::default()
+            });
+            if !done_ok {
+                view.initialized = false;
+            }
+            continue;
+        }
+        view.initialized = false;
+        // Init containers restart unless the pod never restarts anything.
+        let init_policy = if policy == "Never" {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        let (mut v, wake) =
+            reconcile_container(ctx, pod, &sandbox.id, c, list, init_policy, state).await?;
+        v.ready = false;
+        if let Some(l) = list.first()
+            && l.state == ContainerState::Exited
+            && l.exit_code != 0
+            && init_policy == "Never"
+        {
+            init_failed = true;
+        }
+        view.init.push(v);
+        wakes.extend(wake);
+    }
+
+    for c in &spec.containers {
+        let list = instances.get(&c.name).unwrap_or(&none);
+        if !view.initialized || already_done {
+            view.containers.push(ContainerView {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                latest: list.first().cloned(),
+                previous: list.get(1).cloned(),
+                waiting: list
+                    .is_empty()
+                    .then(|| ("PodInitializing".to_string(), String::new())),
+                ..Default::default()
+            });
+            continue;
+        }
+        let (v, wake) = reconcile_container(ctx, pod, &sandbox.id, c, list, &policy, state).await?;
+        view.containers.push(v);
+        wakes.extend(wake);
+    }
+
+    view.phase = phase(&view, &policy, init_failed);
+    let status = pod_status(pod, state.last.as_ref(), &view);
+    if state.last.as_ref() != Some(&status) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let patch = Patch::Merge(json!({"status": status}));
+        match ctx.client.api::<Pod>(&ns).patch_status(&name, &patch).await {
+            Ok(_) => {
+                tracing::debug!(pod = %pod_label(pod), phase = %view.phase, "status reported");
+                state.last = Some(status);
+            }
+            // Reported at the next look.
+            Err(e) => tracing::warn!(pod = %pod_label(pod), error = %e, "reporting status"),
+        }
+    }
+    let now = Instant::now();
+    let next = wakes
+        .into_iter()
+        .map(|w| w.saturating_duration_since(now))
+        .min()
+        .unwrap_or(RESYNC)
+        .min(RESYNC);
+    Ok(next)
+}
+
+/// The phase, as the kubelet's getPhase decides it.
+fn phase(view: &PodView, policy: &str, init_failed: bool) -> String {
+    if init_failed {
+        return "Failed".into();
+    }
+    if !view.initialized {
+        return "Pending".into();
+    }
+    let mut running = 0;
+    let mut pending = 0;
+    let mut succeeded = 0;
+    let mut failed = 0;
+    for c in &view.containers {
+        match &c.latest {
+            Some(l) if l.state == ContainerState::Running => running += 1,
+            Some(l) if l.state == ContainerState::Exited => {
+                if should_restart(policy, l.exit_code) {
+                    // It ran and will run again.
+                    running += 1;
+                } else if l.exit_code == 0 {
+                    succeeded += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            _ => pending += 1,
+        }
+    }
+    if pending > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if failed > 0 {
+        "Failed"
+    } else if succeeded > 0 {
+        "Succeeded"
+    } else {
+        "Pending"
+    }
+    .into()
+}

@@ -1,0 +1,141 @@
+//! `flotilla agent`: the node agent, a client of the API server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::node::{parse_labels, parse_reserved, parse_taints};
+use agent::run::AgentConfig;
+use agent::runtime::process::ProcessRuntime;
+use clap::{Args, ValueEnum};
+
+use crate::etcd::parse_duration;
+
+/// `--runtime`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RuntimeArg {
+    /// Containers are host processes, each in its own process group.
+    Process,
+}
+
+/// The flags of `flotilla agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// kubeconfig with the API server and credentials (else $KUBECONFIG, else ~/.flotilla/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The API server's URL, overriding the kubeconfig's.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The node's name [default: this host's name].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's IP [default: the address of the default route's interface].
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// Holds the runtime's state and the pods' logs.
+    #[arg(long, default_value = "flotilla-agent")]
+    pub data_dir: PathBuf,
+    /// The container runtime.
+    #[arg(long, value_enum, default_value = "process")]
+    pub runtime: RuntimeArg,
+    /// Resources kept for the system, subtracted from allocatable (cpu=500m,memory=1Gi).
+    #[arg(long, default_value = "")]
+    pub system_reserved: String,
+    /// Labels added to the node (k=v,k2=v2).
+    #[arg(long, default_value = "")]
+    pub node_labels: String,
+    /// Taints the node registers with (key=value:Effect,...).
+    #[arg(long, default_value = "")]
+    pub register_with_taints: String,
+    /// How often the node Lease is renewed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_lease_renew_interval: Duration,
+    /// Log level or a tracing filter.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// The address this host reaches others from: the source address of the default route
+/// (a UDP "connect" sends nothing), else loopback.
+pub fn default_host_ip() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// The agent's configuration from flags, or the flag at fault.
+pub fn agent_config(
+    node_name: Option<String>,
+    node_ip: Option<String>,
+    data_dir: &Path,
+    system_reserved: &str,
+    node_labels: &str,
+    taints: &str,
+    heartbeat: Duration,
+) -> Result<AgentConfig, String> {
+    Ok(AgentConfig {
+        node_name: node_name.unwrap_or_else(crate::server::hostname),
+        host_ip: node_ip.unwrap_or_else(default_host_ip),
+        data_dir: data_dir.to_path_buf(),
+        node_labels: parse_labels(node_labels).map_err(|e| format!("--node-labels: {e}"))?,
+        register_with_taints: parse_taints(taints)
+            .map_err(|e| format!("--register-with-taints: {e}"))?,
+        system_reserved: parse_reserved(system_reserved)
+            .map_err(|e| format!("--system-reserved: {e}"))?,
+        heartbeat_interval: heartbeat,
+    })
+}
+
+/// The process runtime under `data_dir/runtime`, with this binary as its shim.
+pub fn process_runtime(data_dir: &Path, host_ip: &str) -> Result<ProcessRuntime, String> {
+    let shim = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
+    ProcessRuntime::new(&data_dir.join("runtime"), &shim, host_ip).map_err(|e| e.to_string())
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let cfg = agent_config(
+        args.node_name,
+        args.node_ip,
+        &args.data_dir,
+        &args.system_reserved,
+        &args.node_labels,
+        &args.register_with_taints,
+        args.node_lease_renew_interval,
+    )?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("--data-dir {}: {e}", cfg.data_dir.display()))?;
+    let kubeconfig =
+        flotilla_client::Kubeconfig::load(args.kubeconfig.as_deref()).map_err(|e| e.to_string())?;
+    let mut resolved = kubeconfig.resolve(None).map_err(|e| e.to_string())?;
+    if let Some(server) = args.server {
+        resolved.server = server;
+    }
+    let client = flotilla_client::Client::new(&resolved).map_err(|e| e.to_string())?;
+    let RuntimeArg::Process = args.runtime;
+    let runtime = Arc::new(process_runtime(&cfg.data_dir, &cfg.host_ip)?);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut task = tokio::spawn(agent::run::run(client, runtime, cfg, stop_rx));
+    // The agent may fail before shutdown is asked for (registration refused).
+    let early = tokio::select! {
+        _ = shutdown => None,
+        done = &mut task => Some(done),
+    };
+    let done = match early {
+        Some(done) => done,
+        None => {
+            stop.send_replace(true);
+            task.await
+        }
+    };
+    match done {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,414 @@
+//! The agent against a running API server and scheduler, with the process runtime and the
+//! real shim: registration and heartbeat, pods running to Running / Succeeded / Failed with
+//! truthful statuses, crash back-off, refused containers, environment from ConfigMaps and
+//! the pod's fields, graceful deletion finished by the agent, and an agent restarted with
+//! pods running that adopts them without starting anything twice.
+
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/inproc.rs"]
+mod inproc;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::run::AgentConfig;
+use agent::runtime::process::{NO_COMMAND, ProcessRuntime};
+use api::{ApiHarness, StoreSetup};
+use flotilla_client::{Client, DeleteParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+struct Cluster {
+    h: ApiHarness,
+    client: Client,
+    stop: watch::Sender<bool>,
+    scheduler: tokio::task::JoinHandle<()>,
+    agent: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    dir: tempfile::TempDir,
+}
+
+fn agent_config(dir: &Path) -> AgentConfig {
+    AgentConfig {
+        node_name: "worker-1".into(),
+        host_ip: "127.0.0.1".into(),
+        data_dir: dir.to_path_buf(),
+        node_labels: [("disk".to_string(), "ssd".to_string())].into(),
+        register_with_taints: Vec::new(),
+        system_reserved: Default::default(),
+        heartbeat_interval: Duration::from_secs(1),
+    }
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+        let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+        let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+            .expect("kubeconfig")
+            .resolve(None)
+            .expect("context");
+        let client = Client::new(&resolved).expect("client");
+        let (stop, stop_rx) = watch::channel(false);
+        let scheduler = tokio::spawn(scheduler::run(client.clone(), Default::default(), stop_rx));
+        let mut c = Cluster {
+            h,
+            client,
+            stop,
+            scheduler,
+            agent: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        c.start_agent();
+        c
+    }
+
+    fn start_agent(&mut self) {
+        let data = self.dir.path().join("agent");
+        std::fs::create_dir_all(&data).expect("agent dir");
+        let runtime = ProcessRuntime::new(
+            &data.join("runtime"),
+            Path::new(env!("CARGO_BIN_EXE_flotilla")),
+            "127.0.0.1",
+        )
+        .expect("runtime");
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn({
+            let client = self.client.clone();
+            let cfg = agent_config(&data);
+            async move {
+                agent::run::run(client, Arc::new(runtime), cfg, rx)
+                    .await
+                    .expect("the agent runs");
+            }
+        });
+        self.agent = Some((stop, task));
+    }
+
+    async fn stop_agent(&mut self) {
+        if let Some((stop, task)) = self.agent.take() {
+            stop.send_replace(true);
+            task.await.expect("the agent stops");
+        }
+    }
+
+    async fn create(&self, pod: Value) {
+        let c = self.h.client().await;
+        c.create("v1", "pods", "default", &pod).await.expect("pod");
+    }
+
+    async fn pod_until(&self, name: &str, what: &str, ok: impl Fn(&Pod) -> bool) -> Pod {
+        let api = self.client.api::<Pod>("default");
+        inproc::wait_until(Duration::from_secs(30), what, || {
+            let api = api.clone();
+            let name = name.to_string();
+            let ok = &ok;
+            async move { api.get_opt(&name).await.ok().flatten().filter(|p| ok(p)) }
+        })
+        .await
+    }
+
+    async fn shutdown(mut self) {
+        self.stop_agent().await;
+        self.stop.send_replace(true);
+        let _ = (&mut self.scheduler).await;
+        self.h.shutdown().await;
+    }
+}
+
+fn pod(name: &str, script: &str, restart: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", script]}]
+        }
+    })
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+fn main_status(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "main")
+}
+
+fn condition(p: &Pod, type_: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_reports_truthfully_and_is_removed_when_deleted() {
+    let c = Cluster::start().await;
+    // The node registers itself and keeps its Lease fresh.
+    let node = inproc::wait_until(
+        Duration::from_secs(10),
+        "the node is registered and ready",
+        || {
+            let api = c.client.api::<Node>("");
+            async move {
+                api.get_opt("worker-1").await.ok().flatten().filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+            }
+        },
+    )
+    .await;
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["disk"], "ssd");
+    assert_eq!(labels["kubernetes.io/hostname"], "worker-1");
+    let alloc = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.clone())
+        .unwrap_or_default();
+    assert!(alloc.contains_key("cpu") && alloc.contains_key("memory"));
+    let lease = c
+        .client
+        .api::<Lease>("kube-node-lease")
+        .get("worker-1")
+        .await
+        .expect("the node lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("worker-1")
+    );
+
+    c.create(pod(
+        "web",
+        "echo hello; trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        "Always",
+    ))
+    .await;
+    let p = c
+        .pod_until("web", "the pod runs", |p| {
+            phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+        })
+        .await;
+    let st = p.status.as_ref().expect("status");
+    assert_eq!(st.pod_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(st.start_time.is_some());
+    let cs = main_status(&p).expect("container status");
+    assert!(cs.ready && cs.restart_count == 0);
+    assert!(cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    assert!(
+        cs.container_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("process://"))
+    );
+    for cond in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert_eq!(condition(&p, cond).as_deref(), Some("True"), "{cond}");
+    }
+
+    // Deleting waits for the agent: it stops the container, then removes the pod.
+    c.client
+        .api::<Pod>("default")
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    inproc::wait_until(Duration::from_secs(20), "the agent removes the pod", || {
+        let api = c.client.api::<Pod>("default");
+        async move {
+            api.get_opt("web")
+                .await
+                .ok()
+                .filter(Option::is_none)
+                .map(|_| ())
+        }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_end_as_their_restart_policy_says() {
+    let c = Cluster::start().await;
+    c.create(pod("fails", "echo bad >&2; exit 3", "Never"))
+        .await;
+    c.create(pod("works", "exit 0", "OnFailure")).await;
+    let mut refused = pod("no-command", "", "Always");
+    refused["spec"]["containers"][0]
+        .as_object_mut()
+        .expect("container")
+        .remove("command");
+    c.create(refused).await;
+
+    let p = c
+        .pod_until("fails", "the pod fails", |p| phase(p) == "Failed")
+        .await;
+    let t = main_status(&p)
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    assert!(t.started_at.is_some() && t.finished_at.is_some());
+
+    c.pod_until("works", "the pod succeeds", |p| phase(p) == "Succeeded")
+        .await;
+
+    let p = c
+        .pod_until("no-command", "the container is refused", |p| {
+            main_status(p)
+                .and_then(|s| s.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| w.reason.as_deref() == Some("CreateContainerError"))
+        })
+        .await;
+    let w = main_status(&p)
+        .and_then(|s| s.state.clone())
+        .and_then(|s| s.waiting)
+        .expect("waiting");
+    assert_eq!(w.message.as_deref(), Some(NO_COMMAND));
+    assert_eq!(phase(&p), "Pending");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_backs_off_and_restarts() {
+    let c = Cluster::start().await;
+    c.create(pod("crash", "echo attempt; exit 1", "Always"))
+        .await;
+    let p = c
+        .pod_until("crash", "the container waits in CrashLoopBackOff", |p| {
+            main_status(p)
+                .and_then(|s| s.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+        })
+        .await;
+    let cs = main_status(&p).expect("status");
+    let last = cs
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("last termination");
+    assert_eq!(last.exit_code, 1);
+    assert_eq!(phase(&p), "Running", "it ran and will run again");
+    // After the 10 s back-off it runs again.
+    c.pod_until("crash", "the container restarts", |p| {
+        main_status(p).is_some_and(|s| s.restart_count >= 1)
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_comes_from_config_maps_and_the_pod() {
+    let c = Cluster::start().await;
+    let h = c.h.client().await;
+    h.create(
+        "v1",
+        "configmaps",
+        "default",
+        &json!({"metadata": {"name": "settings"}, "data": {"color": "blue", "size": "L"}}),
+    )
+    .await
+    .expect("configmap");
+    c.create(json!({
+        "metadata": {"name": "env"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo $COLOR $CFG_size $POD_NAME $NODE $(GREETING)"],
+                "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+                "env": [
+                    {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "GREETING", "value": "hi-$(POD_NAME)"}
+                ]
+            }]
+        }
+    }))
+    .await;
+    c.pod_until("env", "the pod succeeds", |p| phase(p) == "Succeeded")
+        .await;
+    let logs = std::fs::read_dir(c.dir.path().join("agent/pods"))
+        .expect("pod log dirs")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("default_env_"))
+        .expect("the pod's log dir")
+        .path()
+        .join("main/0.log");
+    let text = std::fs::read_to_string(&logs).expect("log");
+    let line = text
+        .lines()
+        .filter_map(agent::cri_log::parse)
+        .map(|r| r.text)
+        .next()
+        .expect("a line");
+    assert_eq!(line, "blue L env worker-1 hi-env");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_running_pods() {
+    let mut c = Cluster::start().await;
+    c.create(pod("long", "while true; do sleep 0.1; done", "Always"))
+        .await;
+    let before = c
+        .pod_until("long", "the pod runs", |p| phase(p) == "Running")
+        .await;
+    let id = main_status(&before).and_then(|s| s.container_id.clone());
+    c.stop_agent().await;
+    c.start_agent();
+    // The new agent reports the same container, not a new one.
+    let api = c.client.api::<Pod>("default");
+    for _ in 0..3 {
+        let p = c
+            .pod_until("long", "the pod still runs", |p| phase(p) == "Running")
+            .await;
+        let cs = main_status(&p).expect("status");
+        assert_eq!(cs.container_id, id);
+        assert_eq!(cs.restart_count, 0);
+        let _ = api.get("long").await;
+    }
+    let runtime_dir = c.dir.path().join("agent/runtime/containers");
+    let containers = std::fs::read_dir(&runtime_dir).expect("containers").count();
+    assert_eq!(containers, 1, "nothing started twice");
+    c.client
+        .api::<Pod>("default")
+        .delete("long", &DeleteParams::default())
+        .await
+        .expect("delete");
+    inproc::wait_until(Duration::from_secs(20), "the pod is removed", || {
+        let api = c.client.api::<Pod>("default");
+        async move {
+            api.get_opt("long")
+                .await
+                .ok()
+                .filter(Option::is_none)
+                .map(|_| ())
+        }
+    })
+    .await;
+    c.shutdown().await;
+}
