@@ -25,7 +25,8 @@ async fn sandbox(rt: &ProcessRuntime, logs: &Path) -> String {
     rt.run_pod_sandbox(&SandboxConfig {
         name: "p".into(),
         namespace: "default".into(),
-        uid: "uid-1".into(),
+        // Unique, so that tests running at once have pod cgroups of their own.
+        uid: format!("uid-{}-{}", std::process::id(), next_suffix()),
         hostname: "p".into(),
         log_directory: logs.to_path_buf(),
         labels: BTreeMap::new(),
@@ -33,6 +34,12 @@ async fn sandbox(rt: &ProcessRuntime, logs: &Path) -> String {
     })
     .await
     .expect("sandbox")
+}
+
+fn next_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 fn sh(name: &str, script: &str) -> ContainerConfig {
@@ -101,6 +108,17 @@ async fn a_container_runs_and_its_end_is_reported_with_its_output() {
     let ok = run(&rt, &sb, &sh("ok", "true")).await;
     let s = exited(&rt, &ok).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+}
+
+/// Waits until the container has printed "ready" (its traps are set by then).
+async fn wait_ready(rt: &ProcessRuntime, id: &str) {
+    let log = rt.container_status(id).await.expect("status").log_path;
+    inproc::wait_until(Duration::from_secs(10), "the container is ready", || {
+        let ready = log_lines(&log).contains(&("stdout".into(), "ready".into()));
+        async move { ready.then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -114,10 +132,11 @@ async fn stopping_asks_first_and_kills_after_the_grace_period() {
         &sb,
         &sh(
             "polite",
-            "trap 'echo bye; exit 0' TERM; while true; do sleep 0.05; done",
+            "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.05; done",
         ),
     )
     .await;
+    wait_ready(&rt, &polite).await;
     rt.stop_container(&polite, Duration::from_secs(30))
         .await
         .expect("stop");
@@ -131,10 +150,11 @@ async fn stopping_asks_first_and_kills_after_the_grace_period() {
         &sb,
         &sh(
             "stubborn",
-            "trap '' TERM; sleep 1000 & while true; do sleep 0.05; done",
+            "trap '' TERM; sleep 1000 & echo ready; while true; do sleep 0.05; done",
         ),
     )
     .await;
+    wait_ready(&rt, &stubborn).await;
     rt.stop_container(&stubborn, Duration::from_millis(300))
         .await
         .expect("stop");
@@ -161,15 +181,17 @@ async fn containers_that_cannot_run_are_refused_with_the_reason() {
     let mut missing = sh("missing", "");
     missing.argv = vec!["/nonexistent/program".into()];
     let id = rt.create_container(&sb, &missing).await.expect("create");
+    // Refused by the shim (StartFailed), or by the step that joins the cgroup just after
+    // the process began: either way the status says why.
     match rt.start_container(&id).await {
+        Ok(()) => {}
         Err(RuntimeError::StartFailed(m)) => assert!(m.contains("/nonexistent/program"), "{m}"),
         other => panic!("{other:?}"),
     }
-    let s = rt.container_status(&id).await.expect("status");
-    assert_eq!(
-        (s.state, s.reason.as_str()),
-        (ContainerState::Exited, "StartError")
-    );
+    let s = exited(&rt, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (128, "StartError"));
+    assert!(s.message.contains("/nonexistent/program"), "{}", s.message);
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
 }
 
 #[tokio::test]
@@ -205,5 +227,95 @@ async fn a_restarted_runtime_finds_its_containers_running() {
     assert_eq!(
         rt.container_status(&id).await.expect("status").state,
         ContainerState::Exited
+    );
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+}
+
+/// Cgroups need root: CI runs as root and sets FLOTILLA_REQUIRE_ROOT_TESTS, so there the
+/// test fails rather than skips when they are missing.
+fn cgroups_or_skip(rt: &ProcessRuntime) -> bool {
+    if rt.cgroups().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("FLOTILLA_REQUIRE_ROOT_TESTS").is_none(),
+        "cgroups are not usable, but FLOTILLA_REQUIRE_ROOT_TESTS is set"
+    );
+    eprintln!("skipped: cgroups are not usable (run as root)");
+    false
+}
+
+#[tokio::test]
+async fn limits_confine_the_container_and_the_oom_killer_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    if !cgroups_or_skip(&rt) {
+        return;
+    }
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+    let limits = agent::runtime::LinuxResources {
+        cpu_shares: 512,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        memory_limit: 20 << 20,
+        pids_limit: 64,
+    };
+
+    let mut sleeper = sh("limited", "while true; do sleep 0.05; done");
+    sleeper.resources = limits.clone();
+    let id = run(&rt, &sb, &sleeper).await;
+    let uid = rt
+        .pod_sandbox_status(&sb)
+        .await
+        .expect("sandbox")
+        .config
+        .uid;
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{ctrl}/flotilla/pod{uid}/{id}/{file}"
+        ))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+    };
+    match agent::cgroup::detect() {
+        Some(agent::cgroup::Version::V1) => {
+            assert_eq!(
+                cg("memory", "memory.limit_in_bytes"),
+                (20 << 20).to_string()
+            );
+            assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
+            assert_eq!(cg("cpu", "cpu.shares"), "512");
+            assert_eq!(cg("pids", "pids.max"), "64");
+            let pid = rt.container_status(&id).await.expect("status");
+            assert_eq!(pid.state, ContainerState::Running);
+            let procs = cg("memory", "cgroup.procs");
+            assert!(!procs.is_empty(), "the container's process is inside");
+        }
+        _ => {
+            let v2 = std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/flotilla/pod{uid}/{id}/memory.max"
+            ))
+            .unwrap_or_default();
+            assert_eq!(v2.trim(), (20 << 20).to_string());
+        }
+    }
+    rt.stop_container(&id, Duration::from_secs(1))
+        .await
+        .expect("stop");
+
+    // dd's 100 MiB buffer does not fit in 20 MiB.
+    let mut hog = sh("hog", "dd if=/dev/zero of=/dev/null bs=100M count=1");
+    hog.resources = limits;
+    let id = run(&rt, &sb, &hog).await;
+    let s = exited(&rt, &id).await;
+    assert_eq!(
+        (s.reason.as_str(), s.exit_code),
+        ("OOMKilled", 137),
+        "{s:?}"
+    );
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/flotilla/pod{uid}")).exists(),
+        "the pod's cgroup is removed with it"
     );
 }

@@ -13,6 +13,7 @@
 //! - [`shim`]: the per-container supervisor that outlives agent restarts
 //! - [`cri_log`]: the CRI log file format (`<time> <stream> <P|F> <line>`)
 
+pub mod cgroup;
 pub mod cri_log;
 pub mod env;
 pub mod heartbeat;

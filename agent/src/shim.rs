@@ -15,7 +15,9 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::{Cgroup, Version};
 use crate::cri_log::Writer;
+use crate::runtime::LinuxResources;
 
 /// The PATH a container gets when its environment sets none (containerd's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -36,6 +38,46 @@ pub struct ShimConfig {
     pub max_log_bytes: u64,
     /// Rotated files to keep.
     pub max_log_files: usize,
+    /// The cgroup to confine the process in, when the host allows it.
+    #[serde(default)]
+    pub cgroup: Option<CgroupSpec>,
+}
+
+/// A container's cgroup: where, and its limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupSpec {
+    /// The host's layout.
+    pub version: Version,
+    /// Relative to each hierarchy's root (`flotilla/pod<uid>/<container>`).
+    pub path: String,
+    /// The limits.
+    pub resources: LinuxResources,
+}
+
+/// Why the program could not be executed inside its cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecError {
+    /// The error.
+    pub message: String,
+}
+
+/// The step between the shim and the container's program: joins the cgroup, then
+/// becomes the program (same pid), so the program never runs outside its limits. Returns
+/// only when it cannot: the reason is left in `state/exec-error.json`.
+pub fn exec_in_cgroup(state: &Path, version: Version, path: &str, argv: &[String]) -> u8 {
+    let fail = |message: String| {
+        let _ = write_state(state, "exec-error.json", &ExecError { message });
+        128
+    };
+    if let Err(e) = Cgroup::at(version, path).join_self() {
+        return fail(format!("joining the container's cgroup: {e}"));
+    }
+    let Some((program, args)) = argv.split_first() else {
+        return fail("no command to run".into());
+    };
+    let e = Command::new(program).args(args).exec();
+    fail(format!("failed to start {program:?}: {e}"))
 }
 
 /// The process started.
@@ -174,9 +216,52 @@ pub fn run(dir: &Path) -> Result<Exited, ShimError> {
         write_state(dir, "exit.json", &exited)?;
         return Ok(exited);
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
+    let cgroup = match &cfg.cgroup {
+        None => None,
+        Some(spec) => {
+            let cg = Cgroup::at(spec.version, &spec.path);
+            if let Err(e) = cg.create(&spec.resources) {
+                let exited = Exited {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: format!("creating the container's cgroup: {e}"),
+                    finished_at: now(),
+                };
+                write_state(dir, "exit.json", &exited)?;
+                return Ok(exited);
+            }
+            Some((cg, spec))
+        }
+    };
+    let mut cmd = match &cgroup {
+        None => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+        Some((_, spec)) => {
+            let me = std::env::current_exe().map_err(|source| ShimError::Io {
+                path: "the shim's own binary".into(),
+                source,
+            })?;
+            let mut c = Command::new(me);
+            c.arg("cgroup-exec")
+                .arg("--state")
+                .arg(dir)
+                .arg("--version")
+                .arg(match spec.version {
+                    Version::V1 => "v1",
+                    Version::V2 => "v2",
+                })
+                .arg("--path")
+                .arg(&spec.path)
+                .arg("--")
+                .args(&cfg.argv);
+            c
+        }
+    };
+    cmd.env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,6 +288,20 @@ pub fn run(dir: &Path) -> Result<Exited, ShimError> {
             return Ok(exited);
         }
     };
+    if let Some((cg, _)) = &cgroup {
+        // Running means confined: wait until the process has joined its cgroup (or
+        // failed to), which takes the exec step a few milliseconds.
+        let pid = child.id().to_string();
+        let procs = cg.dirs()[0].join("cgroup.procs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline
+            && !std::fs::read_to_string(&procs).is_ok_and(|p| p.lines().any(|l| l == pid))
+            && !dir.join("exec-error.json").exists()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     write_state(
         dir,
         "started.json",
@@ -234,11 +333,24 @@ pub fn run(dir: &Path) -> Result<Exited, ShimError> {
     }
     let signal = status.signal();
     let exit_code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
+    let exec_error: Option<ExecError> = read_state(dir, "exec-error.json")?;
+    let oom = cgroup.as_ref().is_some_and(|(cg, _)| cg.oom_killed());
+    let (reason, message) = match (&exec_error, oom) {
+        (Some(e), _) => ("StartError", e.message.clone()),
+        (None, true) => ("OOMKilled", String::new()),
+        (None, false) if exit_code == 0 => ("Completed", String::new()),
+        (None, false) => ("Error", String::new()),
+    };
+    if let Some((cg, _)) = &cgroup
+        && let Err(e) = cg.remove()
+    {
+        eprintln!("removing the container's cgroup: {e}");
+    }
     let exited = Exited {
-        exit_code,
+        exit_code: if exec_error.is_some() { 128 } else { exit_code },
         signal,
-        reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
-        message: String::new(),
+        reason: reason.into(),
+        message,
         finished_at: now(),
     };
     write_state(dir, "exit.json", &exited)?;

@@ -27,7 +27,8 @@ use super::{
     ContainerConfig, ContainerState, ContainerStatus, ExecResult, Runtime, RuntimeError,
     SandboxConfig, SandboxState, SandboxStatus,
 };
-use crate::shim::{Exited, ShimConfig, Started, read_state, write_state};
+use crate::cgroup::{Cgroup, Version};
+use crate::shim::{CgroupSpec, Exited, ShimConfig, Started, read_state, write_state};
 
 /// The reason given when a container is refused for having no command.
 pub const NO_COMMAND: &str = "the process runtime needs an explicit command";
@@ -60,6 +61,7 @@ pub struct ProcessRuntime {
     root: PathBuf,
     shim: PathBuf,
     host_ip: String,
+    cgroups: Option<Version>,
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -81,11 +83,27 @@ impl ProcessRuntime {
         for d in ["sandboxes", "containers"] {
             std::fs::create_dir_all(root.join(d)).map_err(io(root.join(d).display()))?;
         }
+        let cgroups = crate::cgroup::detect();
+        if cgroups.is_none() {
+            tracing::warn!(
+                "cgroups are not writable here (not root?): containers run without resource limits"
+            );
+        }
         Ok(ProcessRuntime {
             root: root.to_path_buf(),
             shim: shim.to_path_buf(),
             host_ip: host_ip.to_string(),
+            cgroups,
         })
+    }
+
+    /// The cgroup layout containers are confined in; None when they cannot be.
+    pub fn cgroups(&self) -> Option<Version> {
+        self.cgroups
+    }
+
+    fn pod_cgroup(uid: &str) -> String {
+        format!("flotilla/pod{uid}")
     }
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -218,6 +236,10 @@ impl Runtime for ProcessRuntime {
             }
             self.remove_container(&c.id).await?;
         }
+        if let (Some(version), Ok(sandbox)) = (self.cgroups, self.sandbox(id)) {
+            // The pod's parent cgroup, empty once its containers are gone.
+            let _ = Cgroup::at(version, &Self::pod_cgroup(&sandbox.config.uid)).remove();
+        }
         let dir = self.sandbox_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir.display())(e)),
@@ -269,6 +291,11 @@ impl Runtime for ProcessRuntime {
                 log_path: log_path.clone(),
                 max_log_bytes: MAX_LOG_BYTES,
                 max_log_files: MAX_LOG_FILES,
+                cgroup: self.cgroups.map(|version| CgroupSpec {
+                    version,
+                    path: format!("{}/{id}", Self::pod_cgroup(&sandbox.config.uid)),
+                    resources: cfg.resources.clone(),
+                }),
             },
         )?;
         write_state(

@@ -31,6 +31,22 @@ enum Command {
     Scheduler(Box<SchedulerArgs>),
     /// Run the node agent: register this machine and run the pods bound to it.
     Agent(Box<AgentArgs>),
+    /// Join a container's cgroup, then become its program (started by the shim).
+    #[command(hide = true)]
+    CgroupExec {
+        /// The container's state directory.
+        #[arg(long)]
+        state: std::path::PathBuf,
+        /// The cgroup layout: v1 or v2.
+        #[arg(long)]
+        version: String,
+        /// The cgroup, relative to each hierarchy.
+        #[arg(long)]
+        path: String,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Supervise one container of the process runtime (started by the agent).
     #[command(hide = true)]
     ContainerShim {
@@ -114,6 +130,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::CgroupExec {
+            state,
+            version,
+            path,
+            argv,
+        } => {
+            let version = if version == "v2" {
+                agent::cgroup::Version::V2
+            } else {
+                agent::cgroup::Version::V1
+            };
+            ExitCode::from(agent::shim::exec_in_cgroup(&state, version, &path, &argv))
         }
         Command::ContainerShim { dir } => match agent::shim::run(&dir) {
             Ok(_) => ExitCode::SUCCESS,
