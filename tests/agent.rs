@@ -370,6 +370,81 @@ async fn environment_comes_from_config_maps_and_the_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_drive_readiness_and_restart_unhealthy_containers() {
+    let c = Cluster::start().await;
+    let flag = c.dir.path().join("ready-flag");
+    c.create(json!({
+        "metadata": {"name": "probed"},
+        "spec": {"containers": [{
+            "name": "main", "image": "busybox:1.36",
+            "command": ["sh", "-c", "while true; do sleep 0.1; done"],
+            "readinessProbe": {"exec": {"command": ["test", "-f", flag.display().to_string()]}, "periodSeconds": 1},
+        }]}
+    }))
+    .await;
+    let p = c
+        .pod_until("probed", "the pod runs, not ready", |p| {
+            phase(p) == "Running"
+        })
+        .await;
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert!(!main_status(&p).expect("status").ready);
+    std::fs::write(&flag, b"").expect("flag");
+    c.pod_until("probed", "the readiness probe passes", |p| {
+        condition(p, "Ready").as_deref() == Some("True")
+    })
+    .await;
+
+    // Nothing listens on the port: after one failure the container is killed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    c.create(json!({
+        "metadata": {"name": "unhealthy"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "busybox:1.36",
+            "command": ["sh", "-c", "while true; do sleep 0.1; done"],
+            "livenessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1, "failureThreshold": 1},
+        }]}
+    }))
+    .await;
+    let p = c
+        .pod_until("unhealthy", "the container is killed", |p| {
+            main_status(p)
+                .and_then(|s| s.last_state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .is_some()
+        })
+        .await;
+    assert_eq!(phase(&p), "Running", "it will be restarted");
+    let h = c.h.client().await;
+    let events = h
+        .list("v1", "events", "default")
+        .await
+        .expect("events")
+        .items;
+    let about = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "unhealthy" && e["reason"] == reason)
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        about("Unhealthy")
+            .iter()
+            .any(|m| m.starts_with("Liveness probe failed: dial tcp")),
+        "{events:?}"
+    );
+    assert_eq!(
+        about("Killing"),
+        vec!["Container main failed liveness probe, will be restarted".to_string()]
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_adopts_running_pods() {
     let mut c = Cluster::start().await;
     c.create(pod("long", "while true; do sleep 0.1; done", "Always"))

@@ -7,7 +7,9 @@
 //! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports
+//! - [`probe`]: liveness, readiness and startup probes; [`events`]: Events on pods
 //! - [`env`]: a container's environment; [`resources`]: its cgroup limits
+//! - [`cgroup`]: confinement and OOM detection
 //! - [`runtime`]: the interface (sandboxes, containers, logs, exec)
 //! - [`runtime::process`]: containers as host processes, each watched by a shim
 //! - [`shim`]: the per-container supervisor that outlives agent restarts
@@ -16,9 +18,11 @@
 pub mod cgroup;
 pub mod cri_log;
 pub mod env;
+pub mod events;
 pub mod heartbeat;
 pub mod node;
 pub mod pod_worker;
+pub mod probe;
 pub mod resources;
 pub mod run;
 pub mod runtime;

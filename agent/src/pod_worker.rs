@@ -18,6 +18,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::events;
+use crate::probe::{Kind, Prober};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
     SandboxState,
@@ -61,6 +63,129 @@ struct Backoff {
 struct State {
     backoff: HashMap<String, Backoff>,
     last: Option<PodStatus>,
+    probes: HashMap<String, ContainerProbes>,
+}
+
+/// The probes of one container instance (a new instance starts them afresh).
+struct ContainerProbes {
+    container_id: String,
+    startup: Option<Prober>,
+    liveness: Option<Prober>,
+    readiness: Option<Prober>,
+}
+
+impl ContainerProbes {
+    fn new(c: &Container, id: &str, started: Instant) -> Self {
+        ContainerProbes {
+            container_id: id.to_string(),
+            startup: c
+                .startup_probe
+                .clone()
+                .map(|p| Prober::new(Kind::Startup, p, started)),
+            liveness: c
+                .liveness_probe
+                .clone()
+                .map(|p| Prober::new(Kind::Liveness, p, started)),
+            readiness: c
+                .readiness_probe
+                .clone()
+                .map(|p| Prober::new(Kind::Readiness, p, started)),
+        }
+    }
+}
+
+/// When a container instance started, on the monotonic clock.
+fn started_instant(c: &ContainerStatus) -> Instant {
+    let ago = c
+        .started_at
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .and_then(|t| jiff::Timestamp::now().duration_since(t).try_into().ok())
+        .unwrap_or(Duration::ZERO);
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+/// What the probes of a running container say: (started, ready, why to kill it, when to
+/// look again).
+async fn run_probes<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    c: &Container,
+    latest: &ContainerStatus,
+    ip: &str,
+    state: &mut State,
+) -> (bool, bool, Option<String>, Option<Instant>) {
+    let probes = state
+        .probes
+        .entry(c.name.clone())
+        .or_insert_with(|| ContainerProbes::new(c, &latest.id, started_instant(latest)));
+    if probes.container_id != latest.id {
+        *probes = ContainerProbes::new(c, &latest.id, started_instant(latest));
+    }
+    let now = Instant::now();
+    let mut kill = None;
+    let started = match probes.startup.as_mut() {
+        None => true,
+        Some(p) if p.passing => true,
+        Some(p) => {
+            if p.due(now) {
+                probe_once(ctx, pod, c, latest, ip, p).await;
+            }
+            if p.failed() {
+                kill = Some(format!(
+                    "Container {} failed startup probe, will be restarted",
+                    c.name
+                ));
+            }
+            p.passing
+        }
+    };
+    if started {
+        for p in [probes.liveness.as_mut(), probes.readiness.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if p.due(now) {
+                probe_once(ctx, pod, c, latest, ip, p).await;
+            }
+        }
+        if probes.liveness.as_ref().is_some_and(|p| !p.passing) {
+            kill = Some(format!(
+                "Container {} failed liveness probe, will be restarted",
+                c.name
+            ));
+        }
+    }
+    let ready = started && probes.readiness.as_ref().is_none_or(|p| p.passing);
+    let wake = [&probes.startup, &probes.liveness, &probes.readiness]
+        .into_iter()
+        .flatten()
+        .map(Prober::next_run)
+        .min();
+    (started, ready, kill, wake)
+}
+
+async fn probe_once<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    c: &Container,
+    latest: &ContainerStatus,
+    ip: &str,
+    p: &mut Prober,
+) {
+    let outcome = p.run(ctx.runtime.as_ref(), &latest.id, ip, c).await;
+    if let Err(why) = &outcome {
+        events::record(
+            &ctx.client,
+            &ctx.node_name,
+            pod,
+            "Warning",
+            "Unhealthy",
+            &format!("{} probe failed: {why}", p.kind.name()),
+        )
+        .await;
+    }
+    p.record(outcome.is_ok(), outcome.err().unwrap_or_default());
 }
 
 fn grace_of(pod: &Pod) -> Duration {
@@ -299,8 +424,19 @@ async fn reconcile_container<R: Runtime>(
             }
         },
         Some(latest) if latest.state == ContainerState::Running => {
-            view.ready = true;
-            view.started = true;
+            let ip = ctx.host_ip.clone();
+            let (started, ready, kill, next) = run_probes(ctx, pod, c, latest, &ip, state).await;
+            view.started = started;
+            view.ready = ready;
+            wake = next;
+            if let Some(why) = kill {
+                events::record(&ctx.client, &ctx.node_name, pod, "Normal", "Killing", &why).await;
+                ctx.runtime
+                    .stop_container(&latest.id, grace_of(pod))
+                    .await?;
+                view.ready = false;
+                wake = Some(Instant::now());
+            }
         }
         Some(latest)
             if latest.state == ContainerState::Exited
