@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/etcdserverpb/rpc.proto",
         "flotilla/etcdlite/v1/peer.proto",
         "flotilla/api/v1/resources.proto",
+        "flotilla/agent/v1/agent.proto",
     ];
     let fds = protox::compile(files, ["."])?;
     tonic_prost_build::configure()

@@ -42,6 +42,7 @@ fn agent_config(dir: &Path) -> AgentConfig {
         register_with_taints: Vec::new(),
         system_reserved: Default::default(),
         heartbeat_interval: Duration::from_secs(1),
+        listen: "127.0.0.1:0".parse().expect("address"),
     }
 }
 
@@ -440,6 +441,132 @@ async fn probes_drive_readiness_and_restart_unhealthy_containers() {
     assert_eq!(
         about("Killing"),
         vec!["Container main failed liveness probe, will be restarted".to_string()]
+    );
+    c.shutdown().await;
+}
+
+async fn read_logs(
+    c: &Client,
+    pod: &str,
+    p: &flotilla_client::LogParams,
+) -> Result<String, String> {
+    use futures::StreamExt;
+    let mut s = c.logs("default", pod, p).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend(chunk.map_err(|e| e.to_string())?);
+    }
+    Ok(String::from_utf8_lossy(&out).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_come_through_the_api_server() {
+    use futures::StreamExt;
+    let c = Cluster::start().await;
+    let gate = c.dir.path().join("gate");
+    c.create(pod(
+        "talker",
+        &format!(
+            "echo one; echo two; while [ ! -f {} ]; do sleep 0.05; done; echo three; sleep 0.2",
+            gate.display()
+        ),
+        "Never",
+    ))
+    .await;
+    c.pod_until("talker", "the pod runs", |p| phase(p) == "Running")
+        .await;
+    let all = inproc::wait_until(Duration::from_secs(10), "both lines are logged", || {
+        let client = c.client.clone();
+        async move {
+            read_logs(&client, "talker", &Default::default())
+                .await
+                .ok()
+                .filter(|l| l == "one\ntwo\n")
+        }
+    })
+    .await;
+    assert_eq!(all, "one\ntwo\n");
+    let tail = flotilla_client::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(
+        read_logs(&c.client, "talker", &tail).await.as_deref(),
+        Ok("two\n")
+    );
+    let stamped = flotilla_client::LogParams {
+        timestamps: true,
+        ..Default::default()
+    };
+    let line = read_logs(&c.client, "talker", &stamped)
+        .await
+        .expect("logs");
+    assert!(
+        line.split(' ')
+            .next()
+            .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()),
+        "{line}"
+    );
+
+    // Follow: new output arrives, and the stream ends when the container does.
+    let follow = flotilla_client::LogParams {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = c
+        .client
+        .logs("default", "talker", &follow)
+        .await
+        .expect("follow");
+    let first = stream.next().await.expect("a chunk").expect("ok");
+    assert_eq!(String::from_utf8_lossy(&first), "one\ntwo\n");
+    std::fs::write(&gate, b"").expect("gate");
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend(chunk.expect("ok"));
+    }
+    assert_eq!(String::from_utf8_lossy(&rest), "three\n");
+
+    // The same through flotctl.
+    let kubeconfig = c.h.server.as_ref().expect("running").kubeconfig.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["logs", "pod/talker", "--tail", "2"])
+        .output()
+        .expect("flotctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["logs", "talker", "--previous"])
+        .output()
+        .expect("flotctl runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("previous terminated container \"main\" in pod \"talker\" not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = read_logs(
+        &c.client,
+        "talker",
+        &flotilla_client::LogParams {
+            container: "sidecar".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("no such container");
+    assert!(
+        err.contains("container sidecar is not valid for pod talker"),
+        "{err}"
     );
     c.shutdown().await;
 }

@@ -20,6 +20,7 @@ pub mod cri_log;
 pub mod env;
 pub mod events;
 pub mod heartbeat;
+pub mod logs;
 pub mod node;
 pub mod pod_worker;
 pub mod probe;

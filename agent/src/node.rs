@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, NodeSystemInfo, Taint};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+    Taint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -76,6 +79,8 @@ pub struct Registration {
     pub reserved: HostResources,
     /// The runtime's name and version (`process://0.1.0`).
     pub runtime_version: String,
+    /// The port of the agent's endpoint (logs), recorded in the Node.
+    pub port: u16,
 }
 
 fn quantities(r: HostResources) -> BTreeMap<String, Quantity> {
@@ -119,6 +124,11 @@ pub fn node_object(reg: &Registration, host: HostResources) -> Node {
         status: Some(NodeStatus {
             capacity: Some(quantities(host)),
             allocatable: Some(quantities(allocatable)),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(reg.port),
+                }),
+            }),
             addresses: Some(vec![
                 NodeAddress {
                     type_: "InternalIP".into(),
@@ -238,6 +248,7 @@ mod tests {
             taints: parse_taints("dedicated=gpu:NoSchedule").expect("taints"),
             reserved: parse_reserved("cpu=500m,memory=1Gi").expect("reserved"),
             runtime_version: "process://0.1.0".into(),
+            port: 10250,
         };
         let host = HostResources {
             milli_cpu: 2000,

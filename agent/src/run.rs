@@ -37,11 +37,22 @@ pub struct AgentConfig {
     pub system_reserved: HostResources,
     /// How often the node Lease is renewed.
     pub heartbeat_interval: Duration,
+    /// Where the agent's endpoint (logs, for the API server) listens; port 0 picks one.
+    pub listen: std::net::SocketAddr,
 }
 
 /// The agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The endpoint's address cannot be listened on.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The Node could not be registered.
     #[error("registering node {node}: {reason}")]
     Register {
@@ -57,6 +68,7 @@ pub async fn register<R: Runtime>(
     client: &Client,
     cfg: &AgentConfig,
     runtime: &R,
+    port: u16,
 ) -> Result<(), AgentError> {
     let reg = Registration {
         name: cfg.node_name.clone(),
@@ -65,6 +77,7 @@ pub async fn register<R: Runtime>(
         taints: cfg.register_with_taints.clone(),
         reserved: cfg.system_reserved,
         runtime_version: format!("{}://{}", runtime.name(), runtime.version()),
+        port,
     };
     let node = node_object(&reg, host_resources(&cfg.data_dir));
     let api = client.api::<Node>("");
@@ -94,6 +107,7 @@ pub async fn register<R: Runtime>(
                     "allocatable": node.status.as_ref().and_then(|s| s.allocatable.clone()),
                     "addresses": node.status.as_ref().and_then(|s| s.addresses.clone()),
                     "nodeInfo": node.status.as_ref().and_then(|s| s.node_info.clone()),
+                    "daemonEndpoints": node.status.as_ref().and_then(|s| s.daemon_endpoints.clone()),
                 }})),
             )
             .await
@@ -119,7 +133,38 @@ pub async fn run<R: Runtime>(
     cfg: AgentConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    register(&client, &cfg, runtime.as_ref()).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| AgentError::Listen {
+            addr: cfg.listen,
+            source,
+        })?
+        .port();
+    register(&client, &cfg, runtime.as_ref(), port).await?;
+    let endpoint = {
+        let service = flotilla_proto::agent::agent_server::AgentServer::new(
+            crate::logs::LogService::new(runtime.clone(), client.clone()),
+        );
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the agent endpoint stopped");
+            }
+        })
+    };
     let ctx = Arc::new(Context {
         runtime: runtime.clone(),
         client: client.clone(),
@@ -196,6 +241,7 @@ pub async fn run<R: Runtime>(
     }
     let _ = informer_task.await;
     let _ = heartbeat.await;
+    let _ = endpoint.await;
     let pending: Vec<_> = lock(&tasks).drain(..).collect();
     for t in pending {
         let _ = t.await;

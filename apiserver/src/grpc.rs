@@ -13,8 +13,8 @@ use flotilla_proto::api::resources_server::Resources;
 use flotilla_proto::api::watch_event::EventType as WireEventType;
 use flotilla_proto::api::{
     BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, DiscoverResponse, GetRequest,
-    ListRequest, ListResponse, ObjectResponse, PatchRequest, ResourceInfo as WireInfo, ResourceRef,
-    UpdateRequest, WatchEvent, WatchRequest,
+    ListRequest, ListResponse, LogsChunk, LogsRequest, ObjectResponse, PatchRequest,
+    ResourceInfo as WireInfo, ResourceRef, UpdateRequest, WatchEvent, WatchRequest,
 };
 
 use crate::api::delete::DeleteOptions;
@@ -264,6 +264,19 @@ impl Resources for ResourcesService {
                 .map(object_response)
         })
         .await
+    }
+
+    async fn logs(
+        &self,
+        req: Request<LogsRequest>,
+    ) -> Result<Response<BoxStream<LogsChunk>>, Status> {
+        let (meta, _, body) = req.into_parts();
+        let stream = self
+            .serve("get", "pods/log", &meta, async {
+                self.api.logs(body).await
+            })
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn watch(

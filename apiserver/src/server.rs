@@ -219,6 +219,7 @@ impl Server {
             tasks.push(tokio::spawn(cache.clone().run(shutdown_rx.clone())));
         }
         api.ensure_system_namespaces().await?;
+        api.agent_proxy_token().await?;
         api.resume_namespace_deletions().await?;
         tasks.push(tokio::spawn(crate::compaction::run(
             store,

@@ -51,6 +51,9 @@ pub struct AgentArgs {
     /// How often the node Lease is renewed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub node_lease_renew_interval: Duration,
+    /// Where the agent's endpoint (container logs, called by the API server) listens.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub listen: std::net::SocketAddr,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -68,27 +71,41 @@ pub fn default_host_ip() -> String {
         .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
-/// The agent's configuration from flags, or the flag at fault.
-pub fn agent_config(
-    node_name: Option<String>,
-    node_ip: Option<String>,
-    data_dir: &Path,
-    system_reserved: &str,
-    node_labels: &str,
-    taints: &str,
-    heartbeat: Duration,
-) -> Result<AgentConfig, String> {
-    Ok(AgentConfig {
-        node_name: node_name.unwrap_or_else(crate::server::hostname),
-        host_ip: node_ip.unwrap_or_else(default_host_ip),
+impl AgentArgs {
+    /// The agent's configuration from these flags, or the flag at fault.
+    pub fn to_config(&self) -> Result<AgentConfig, String> {
+        Ok(AgentConfig {
+            node_name: self
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::server::hostname),
+            host_ip: self.node_ip.clone().unwrap_or_else(default_host_ip),
+            data_dir: self.data_dir.clone(),
+            node_labels: parse_labels(&self.node_labels)
+                .map_err(|e| format!("--node-labels: {e}"))?,
+            register_with_taints: parse_taints(&self.register_with_taints)
+                .map_err(|e| format!("--register-with-taints: {e}"))?,
+            system_reserved: parse_reserved(&self.system_reserved)
+                .map_err(|e| format!("--system-reserved: {e}"))?,
+            heartbeat_interval: self.node_lease_renew_interval,
+            listen: self.listen,
+        })
+    }
+}
+
+/// The local agent of `flotilla server --local-agent`: this host, its defaults, data
+/// under `data_dir`, its endpoint on any free port (the Node records it).
+pub fn local_agent_config(data_dir: &Path) -> AgentConfig {
+    AgentConfig {
+        node_name: crate::server::hostname(),
+        host_ip: default_host_ip(),
         data_dir: data_dir.to_path_buf(),
-        node_labels: parse_labels(node_labels).map_err(|e| format!("--node-labels: {e}"))?,
-        register_with_taints: parse_taints(taints)
-            .map_err(|e| format!("--register-with-taints: {e}"))?,
-        system_reserved: parse_reserved(system_reserved)
-            .map_err(|e| format!("--system-reserved: {e}"))?,
-        heartbeat_interval: heartbeat,
-    })
+        node_labels: Default::default(),
+        register_with_taints: Vec::new(),
+        system_reserved: Default::default(),
+        heartbeat_interval: Duration::from_secs(10),
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    }
 }
 
 /// The process runtime under `data_dir/runtime`, with this binary as its shim.
@@ -99,15 +116,7 @@ pub fn process_runtime(data_dir: &Path, host_ip: &str) -> Result<ProcessRuntime,
 
 /// Runs the agent until `shutdown`.
 pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let cfg = agent_config(
-        args.node_name,
-        args.node_ip,
-        &args.data_dir,
-        &args.system_reserved,
-        &args.node_labels,
-        &args.register_with_taints,
-        args.node_lease_renew_interval,
-    )?;
+    let cfg = args.to_config()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("--data-dir {}: {e}", cfg.data_dir.display()))?;
     let kubeconfig =

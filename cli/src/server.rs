@@ -61,23 +61,9 @@ pub struct ServerArgsError {
 impl ServerArgs {
     /// The local agent's configuration, or None without --local-agent.
     pub fn local_agent_config(&self) -> Result<Option<agent::run::AgentConfig>, ServerArgsError> {
-        if !self.local_agent {
-            return Ok(None);
-        }
-        crate::agent::agent_config(
-            None,
-            None,
-            &self.data_dir.join("agent"),
-            "",
-            "",
-            "",
-            Duration::from_secs(10),
-        )
-        .map(Some)
-        .map_err(|reason| ServerArgsError {
-            flag: "local-agent",
-            reason,
-        })
+        Ok(self
+            .local_agent
+            .then(|| crate::agent::local_agent_config(&self.data_dir.join("agent"))))
     }
 
     /// The in-process scheduler's configuration, or None when it is disabled.

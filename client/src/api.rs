@@ -16,7 +16,7 @@ use flotilla_proto::api::resources_client::ResourcesClient;
 use flotilla_proto::api::watch_event::EventType;
 use flotilla_proto::api::{
     BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, GetRequest, ListRequest,
-    PatchRequest, ResourceInfo, ResourceRef, UpdateRequest, WatchRequest,
+    LogsRequest, PatchRequest, ResourceInfo, ResourceRef, UpdateRequest, WatchRequest,
 };
 
 use crate::error::ClientError;
@@ -97,6 +97,26 @@ pub enum WatchEvent<T> {
 
 /// A stream of watch events; ends with an error when the server ends the watch.
 pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<WatchEvent<T>, ClientError>> + Send>>;
+
+/// A container's log as it arrives.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, ClientError>> + Send>>;
+
+/// Which log, and how much of it (kubectl logs' flags).
+#[derive(Clone, Debug, Default)]
+pub struct LogParams {
+    /// The container (empty: the pod's only one).
+    pub container: String,
+    /// Keep streaming until the container ends.
+    pub follow: bool,
+    /// Only the last lines.
+    pub tail_lines: Option<i64>,
+    /// Only lines newer than this many seconds.
+    pub since_seconds: Option<i64>,
+    /// Prefix lines with their time.
+    pub timestamps: bool,
+    /// The instance before the last restart.
+    pub previous: bool,
+}
 
 impl Client {
     /// A client for the server and credentials of a resolved kubeconfig context. The
@@ -179,6 +199,36 @@ impl Client {
             .discover(self.req(DiscoverRequest {}))
             .await;
         Ok(self.check(resp)?.server_version)
+    }
+
+    /// A container's log, read from its node through the API server.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        p: &LogParams,
+    ) -> Result<LogStream, ClientError> {
+        let resp = self
+            .inner
+            .clone()
+            .logs(self.req(LogsRequest {
+                namespace: namespace.into(),
+                name: pod.into(),
+                container: p.container.clone(),
+                follow: p.follow,
+                tail_lines: p.tail_lines,
+                since_seconds: p.since_seconds,
+                timestamps: p.timestamps,
+                previous: p.previous,
+                pod_uid: String::new(),
+            }))
+            .await;
+        let stream = self.check(resp)?;
+        let address = self.address.clone();
+        Ok(Box::pin(stream.map(move |item| {
+            item.map(|chunk| chunk.data.to_vec())
+                .map_err(|s| ClientError::from_status(&s, &address))
+        })))
     }
 
     /// Binds a pod to a node.

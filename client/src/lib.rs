@@ -16,7 +16,10 @@ pub mod kubeconfig;
 pub mod leader;
 pub mod workqueue;
 
-pub use api::{Api, Client, DeleteParams, DynamicApi, ListParams, ObjectList, Patch, WatchEvent};
+pub use api::{
+    Api, Client, DeleteParams, DynamicApi, ListParams, LogParams, LogStream, ObjectList, Patch,
+    WatchEvent,
+};
 pub use error::ClientError;
 pub use informer::{Change, Informer, Store};
 pub use kubeconfig::{Kubeconfig, Resolved};

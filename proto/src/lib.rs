@@ -4,6 +4,7 @@
 //!   etcd-lite and spoken by every store client.
 //! - [`etcdlite`]: etcd-lite's internal member-to-member protocol and on-disk records.
 //! - [`api`]: Flotilla's API, `flotilla.api.v1.Resources` (see its .proto for the contract).
+//! - [`agent`]: the node agent's endpoint, `flotilla.agent.v1.Agent`.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -23,6 +24,9 @@ pub use self::flotilla::etcdlite::v1 as etcdlite;
 /// Flotilla's API: Kubernetes objects over gRPC.
 pub use self::flotilla::api::v1 as api;
 
+/// The node agent's endpoint, called by the API server.
+pub use self::flotilla::agent::v1 as agent;
+
 /// Flotilla's own protobuf packages, nested as their package names are.
 pub mod flotilla {
     /// etcd-lite's internal packages.
@@ -30,6 +34,13 @@ pub mod flotilla {
         /// Version 1 of etcd-lite's peer protocol and records.
         pub mod v1 {
             tonic::include_proto!("flotilla.etcdlite.v1");
+        }
+    }
+    /// The node agent's packages.
+    pub mod agent {
+        /// Version 1 of the agent's endpoint.
+        pub mod v1 {
+            tonic::include_proto!("flotilla.agent.v1");
         }
     }
     /// Flotilla's API packages.

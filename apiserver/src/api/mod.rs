@@ -10,6 +10,7 @@
 pub mod bind;
 pub mod create;
 pub mod delete;
+pub mod logs;
 pub mod namespaces;
 pub mod read;
 pub mod replace;

@@ -177,6 +177,31 @@ pub struct DescribeArgs {
     pub selector: Option<String>,
 }
 
+/// `logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The pod: NAME or pod/NAME.
+    pub pod: String,
+    /// The container (needed when the pod has several).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Keep printing new output until the container ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last lines (-1: all).
+    #[arg(long, default_value_t = -1)]
+    pub tail: i64,
+    /// The container's previous instance (before its last restart).
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+    /// Only lines newer than this (5s, 2m, 3h).
+    #[arg(long, value_parser = crate::etcd::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Prefix each line with its time.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
 /// `edit` flags.
 #[derive(Args, Debug)]
 pub struct EditArgs {
@@ -358,6 +383,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
             }
         },
         Command::Edit(a) => edit(g, a).await,
+        Command::Logs(a) => logs(g, a).await,
         Command::Describe(a) => describe(g, a).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
@@ -1155,6 +1181,42 @@ async fn create_generated(
             created["metadata"]["name"].as_str().unwrap_or_default()
         )
     );
+    Ok(())
+}
+
+async fn logs(g: &Global, a: &LogsArgs) -> Result<(), CommandError> {
+    use std::io::Write as _;
+    let name = match a.pod.split_once('/') {
+        Some(("pod" | "pods" | "po", n)) => n,
+        Some((kind, _)) => {
+            return Err(CommandError(format!(
+                "error: logs reads pods, not {kind:?}"
+            )));
+        }
+        None => a.pod.as_str(),
+    };
+    let s = Session::open(g).await?;
+    let ns = g
+        .namespace
+        .clone()
+        .unwrap_or_else(|| s.client.default_namespace().to_string());
+    let params = flotilla_client::LogParams {
+        container: a.container.clone().unwrap_or_default(),
+        follow: a.follow,
+        tail_lines: (a.tail >= 0).then_some(a.tail),
+        since_seconds: a.since.map(|d| d.as_secs() as i64),
+        timestamps: a.timestamps,
+        previous: a.previous,
+    };
+    let mut stream = s.client.logs(&ns, name, &params).await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk?;
+        if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+            // The reader went away (a closed pipe): stop quietly, as kubectl does.
+            return Ok(());
+        }
+    }
     Ok(())
 }
 

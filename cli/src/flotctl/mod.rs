@@ -57,6 +57,8 @@ pub enum Command {
     Create(commands::CreateArgs),
     /// Edit a resource in $EDITOR and save it back (a concurrent change is a conflict).
     Edit(commands::EditArgs),
+    /// Print a container's log (-f to follow it).
+    Logs(commands::LogsArgs),
     /// Delete resources by file, by name or by label selector.
     Delete(commands::DeleteArgs),
     /// Replace resources from files (a stale resourceVersion is a conflict).
