@@ -114,7 +114,35 @@ impl Cluster {
         .await
     }
 
+    /// Deletes every pod and waits until the agent has stopped them and removed them, so
+    /// that no process outlives the test.
+    async fn delete_all_pods(&self) {
+        let api = self.client.api::<Pod>("default");
+        for p in api.list(&Default::default()).await.expect("pods").items {
+            let name = p.metadata.name.unwrap_or_default();
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+        }
+        inproc::wait_until(
+            Duration::from_secs(30),
+            "every pod is stopped and removed",
+            || {
+                let api = api.clone();
+                async move {
+                    api.list(&Default::default())
+                        .await
+                        .ok()
+                        .filter(|l| l.items.is_empty())
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+
     async fn shutdown(mut self) {
+        if self.agent.is_some() {
+            self.delete_all_pods().await;
+        }
         self.stop_agent().await;
         self.stop.send_replace(true);
         let _ = (&mut self.scheduler).await;
@@ -568,6 +596,114 @@ async fn logs_come_through_the_api_server() {
         err.contains("container sidecar is not valid for pod talker"),
         "{err}"
     );
+    c.shutdown().await;
+}
+
+/// `flotilla agent` as its own process (killed when dropped).
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn start(kubeconfig: &Path, data: &Path, node: &str) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "--node-name",
+                node,
+                "--node-ip",
+                "127.0.0.1",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--node-lease-renew-interval", "1s", "--log-level", "warn"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("flotilla agent starts");
+        AgentProcess(child)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_under_running_pods_adopts_them_when_it_returns() {
+    let mut c = Cluster::start().await;
+    c.stop_agent().await;
+    let kubeconfig = c.h.server.as_ref().expect("running").kubeconfig.clone();
+    let data = c.dir.path().join("process-agent");
+    let agent = AgentProcess::start(&kubeconfig, &data, "worker-2");
+    let mut p = pod(
+        "survivor",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        "Always",
+    );
+    p["spec"]["nodeName"] = json!("worker-2");
+    c.create(p).await;
+    let before = c
+        .pod_until("survivor", "the pod runs", |p| phase(p) == "Running")
+        .await;
+    let id = main_status(&before).and_then(|s| s.container_id.clone());
+    assert!(id.is_some());
+
+    drop(agent); // SIGKILL
+    let agent = AgentProcess::start(&kubeconfig, &data, "worker-2");
+    // Once a pod created after the restart runs, the new agent has synced the old one
+    // too (its worker started first, from the informer's initial list).
+    let mut p = pod("newcomer", "while true; do sleep 0.1; done", "Always");
+    p["spec"]["nodeName"] = json!("worker-2");
+    c.create(p).await;
+    c.pod_until("newcomer", "the new agent runs a new pod", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let after = c
+        .pod_until("survivor", "the pod still runs", |p| phase(p) == "Running")
+        .await;
+    let cs = main_status(&after).expect("status");
+    assert_eq!(
+        cs.container_id, id,
+        "the same container, through the agent's death"
+    );
+    assert_eq!(cs.restart_count, 0);
+    let containers = std::fs::read_dir(data.join("runtime/containers"))
+        .expect("containers")
+        .count();
+    assert_eq!(
+        containers, 2,
+        "one container per pod: nothing started twice"
+    );
+
+    c.client
+        .api::<Pod>("default")
+        .delete("survivor", &DeleteParams::default())
+        .await
+        .expect("delete");
+    c.delete_all_pods().await;
+    inproc::wait_until(
+        Duration::from_secs(20),
+        "the new agent stops and removes the pod",
+        || {
+            let api = c.client.api::<Pod>("default");
+            async move {
+                api.get_opt("survivor")
+                    .await
+                    .ok()
+                    .filter(Option::is_none)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    // Before the server goes, so that it does not spend the rest of the run retrying.
+    drop(agent);
     c.shutdown().await;
 }
 

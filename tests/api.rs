@@ -115,6 +115,48 @@ async fn api_suite_on_the_real_etcd() {
     suite(StoreSetup::RealEtcd).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_promptly_with_watches_open() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let c = h.client().await;
+    let mut watch = c
+        .watch(rref("v1", "pods", "", ""), WatchRequest::default())
+        .await
+        .expect("watch");
+    // An informer re-opens its watch as soon as one ends, while the server is stopping.
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+        .expect("kubeconfig")
+        .resolve(None)
+        .expect("context");
+    let client = flotilla_client::Client::new(&resolved).expect("client");
+    let informer = flotilla_client::Informer::new(
+        client.api::<k8s_openapi::api::core::v1::Pod>(""),
+        Default::default(),
+    );
+    let store = informer.store();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let informing = tokio::spawn(informer.run(stop_rx));
+    store.wait_until_ready().await;
+    // A graceful stop ends open streams instead of waiting for their clients.
+    tokio::time::timeout(Duration::from_secs(10), h.shutdown())
+        .await
+        .expect("the server stops within 10 s with watches open");
+    stop.send_replace(true);
+    informing.await.expect("the informer stops");
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match watch.next(Duration::from_secs(5)).await {
+                Ok(Some(ev)) if ev.kind == "BOOKMARK" => continue,
+                other => return other.map(|e| e.map(|e| e.kind)),
+            }
+        }
+    })
+    .await
+    .expect("the watch ends");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}
+
 async fn system_namespaces_exist(c: &Client) {
     let page = c
         .list("v1", "namespaces", "")

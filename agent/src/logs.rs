@@ -31,15 +31,22 @@ pub struct LogService<R> {
     runtime: Arc<R>,
     client: Client,
     token: Mutex<Option<String>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<R: Runtime> LogService<R> {
-    /// The endpoint over `runtime`, checking callers against the proxy Secret via `client`.
-    pub fn new(runtime: Arc<R>, client: Client) -> Self {
+    /// The endpoint over `runtime`, checking callers against the proxy Secret via `client`;
+    /// followed logs end when `stopping` flips, so the agent's stop never waits on them.
+    pub fn new(
+        runtime: Arc<R>,
+        client: Client,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         LogService {
             runtime,
             client,
             token: Mutex::new(None),
+            stopping,
         }
     }
 
@@ -233,6 +240,7 @@ impl<R: Runtime> Agent for LogService<R> {
         let (tx, rx) = mpsc::channel(16);
         let runtime = self.runtime.clone();
         let follow = r.follow && !r.previous;
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             if !out.is_empty()
                 && tx
@@ -276,6 +284,7 @@ impl<R: Runtime> Agent for LogService<R> {
                 tokio::select! {
                     _ = tokio::time::sleep(FOLLOW_POLL) => {}
                     _ = tx.closed() => return,
+                    _ = stopping.wait_for(|s| *s) => return,
                 }
             }
         });

@@ -149,7 +149,7 @@ pub async fn run<R: Runtime>(
     register(&client, &cfg, runtime.as_ref(), port).await?;
     let endpoint = {
         let service = flotilla_proto::agent::agent_server::AgentServer::new(
-            crate::logs::LogService::new(runtime.clone(), client.clone()),
+            crate::logs::LogService::new(runtime.clone(), client.clone(), shutdown.clone()),
         );
         let mut stop = shutdown.clone();
         tokio::spawn(async move {

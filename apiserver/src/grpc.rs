@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
@@ -32,16 +32,36 @@ pub struct ResourcesService {
     api: Arc<Api>,
     tokens: Arc<Tokens>,
     metrics: Arc<Metrics>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ResourcesService {
-    /// The service over `api`, accepting `tokens`.
-    pub fn new(api: Arc<Api>, tokens: Arc<Tokens>, metrics: Arc<Metrics>) -> Self {
+    /// The service over `api`, accepting `tokens`. When `stopping` flips, open streams
+    /// (watches, followed logs) end, so that a graceful stop does not wait on clients,
+    /// nor on watches that clients re-open while it is under way.
+    pub fn new(
+        api: Arc<Api>,
+        tokens: Arc<Tokens>,
+        metrics: Arc<Metrics>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         ResourcesService {
             api,
             tokens,
             metrics,
+            stopping,
         }
+    }
+
+    /// `stream`, ending when the server stops.
+    fn until_stopping<T: Send + 'static>(
+        &self,
+        stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> BoxStream<T> {
+        let mut stopping = self.stopping.clone();
+        Box::pin(stream.take_until(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }))
     }
 
     /// Authenticates, runs `call`, records the outcome.
@@ -276,7 +296,7 @@ impl Resources for ResourcesService {
                 self.api.logs(body).await
             })
             .await?;
-        Ok(Response::new(stream))
+        Ok(Response::new(self.until_stopping(stream)))
     }
 
     async fn watch(
@@ -296,7 +316,7 @@ impl Resources for ResourcesService {
                 self.api.watch(&r, &opts).await
             })
             .await?;
-        Ok(Response::new(Box::pin(events(watch))))
+        Ok(Response::new(self.until_stopping(events(watch))))
     }
 }
 

@@ -237,7 +237,12 @@ impl Server {
         let kubeconfig = cfg.data_dir.join("admin.yaml");
         write_private(&kubeconfig, &admin_kubeconfig(&server_url, &admin_token))?;
 
-        let service = ResourcesService::new(api.clone(), Arc::new(tokens), metrics.clone());
+        let service = ResourcesService::new(
+            api.clone(),
+            Arc::new(tokens),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
         tasks.push(serve(listener, service, api.clone(), metrics, shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(Server {
