@@ -124,6 +124,7 @@ pub async fn run_control_plane(
             token: Some(server.admin_token.clone()),
             namespace: "default".into(),
             source: "the server's own credentials".into(),
+            ..Default::default()
         };
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
