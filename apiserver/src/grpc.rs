@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use tonic::codegen::BoxStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 
 use flotilla_proto::api::patch_request::PatchType as WirePatchType;
@@ -64,17 +65,28 @@ impl ResourcesService {
         }))
     }
 
-    /// Authenticates, runs `call`, records the outcome.
+    /// Authenticates (the verified client certificate in `extensions`, else the bearer
+    /// token in `metadata`), runs `call`, records the outcome.
     async fn serve<T>(
         &self,
         verb: &'static str,
         resource: &str,
         metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
         call: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, Status> {
         let start = Instant::now();
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        let result = match self.tokens.authenticate(header) {
+        // Present only on TLS connections whose client certificate chained to the client
+        // CA: the handshake refuses any other certificate.
+        let peer_certs = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.peer_certs());
+        let leaf = peer_certs
+            .as_deref()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref());
+        let result = match self.tokens.authenticate_request(header, leaf) {
             Ok(_) => call.await,
             Err(e) => Err(e),
         };
@@ -123,7 +135,8 @@ impl Resources for ResourcesService {
         req: Request<DiscoverRequest>,
     ) -> Result<Response<DiscoverResponse>, Status> {
         let api = self.api.clone();
-        self.serve("discover", "", req.metadata(), async move {
+        let (meta, ext, _) = req.into_parts();
+        self.serve("discover", "", &meta, &ext, async move {
             let resources = api
                 .registry()
                 .all()
@@ -155,9 +168,9 @@ impl Resources for ResourcesService {
         &self,
         req: Request<CreateRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
-        self.serve("create", &r.resource, &meta, async {
+        self.serve("create", &r.resource, &meta, &ext, async {
             self.api
                 .create(&r, &body.object, body.dry_run)
                 .await
@@ -167,10 +180,10 @@ impl Resources for ResourcesService {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
         require_name(&r)?;
-        self.serve("get", &r.resource, &meta, async {
+        self.serve("get", &r.resource, &meta, &ext, async {
             self.api
                 .get(&r, &body.resource_version)
                 .await
@@ -180,7 +193,7 @@ impl Resources for ResourcesService {
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
         let opts = ListOptions {
             label_selector: body.label_selector,
@@ -189,7 +202,7 @@ impl Resources for ResourcesService {
             continue_token: body.continue_token,
             resource_version: body.resource_version,
         };
-        self.serve("list", &r.resource, &meta, async {
+        self.serve("list", &r.resource, &meta, &ext, async {
             let page = self.api.list(&r, &opts).await?;
             Ok(Response::new(ListResponse {
                 resource_version: page.revision.to_string(),
@@ -207,9 +220,9 @@ impl Resources for ResourcesService {
         &self,
         req: Request<UpdateRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
-        self.serve("update", &r.resource, &meta, async {
+        self.serve("update", &r.resource, &meta, &ext, async {
             self.api
                 .update(&r, &body.object, body.dry_run)
                 .await
@@ -222,10 +235,10 @@ impl Resources for ResourcesService {
         &self,
         req: Request<UpdateRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let mut r = object_ref(body.r#ref)?;
         r.subresource = "status".into();
-        self.serve("update_status", &r.resource, &meta, async {
+        self.serve("update_status", &r.resource, &meta, &ext, async {
             self.api
                 .update(&r, &body.object, body.dry_run)
                 .await
@@ -235,7 +248,7 @@ impl Resources for ResourcesService {
     }
 
     async fn patch(&self, req: Request<PatchRequest>) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
         require_name(&r)?;
         let ty = match WirePatchType::try_from(body.r#type) {
@@ -247,7 +260,7 @@ impl Resources for ResourcesService {
                 );
             }
         };
-        self.serve("patch", &r.resource, &meta, async {
+        self.serve("patch", &r.resource, &meta, &ext, async {
             self.api
                 .patch(&r, &body.patch, ty, body.dry_run)
                 .await
@@ -260,7 +273,7 @@ impl Resources for ResourcesService {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
         require_name(&r)?;
         let opts = DeleteOptions {
@@ -269,15 +282,15 @@ impl Resources for ResourcesService {
             precondition_uid: body.precondition_uid,
             precondition_resource_version: body.precondition_resource_version,
         };
-        self.serve("delete", &r.resource, &meta, async {
+        self.serve("delete", &r.resource, &meta, &ext, async {
             self.api.delete(&r, &opts).await.map(object_response)
         })
         .await
     }
 
     async fn bind(&self, req: Request<BindRequest>) -> Result<Response<ObjectResponse>, Status> {
-        let (meta, _, b) = req.into_parts();
-        self.serve("bind", "pods", &meta, async {
+        let (meta, ext, b) = req.into_parts();
+        self.serve("bind", "pods", &meta, &ext, async {
             self.api
                 .bind(&b.namespace, &b.name, &b.node_name, &b.pod_uid, b.dry_run)
                 .await
@@ -290,9 +303,9 @@ impl Resources for ResourcesService {
         &self,
         req: Request<LogsRequest>,
     ) -> Result<Response<BoxStream<LogsChunk>>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let stream = self
-            .serve("get", "pods/log", &meta, async {
+            .serve("get", "pods/log", &meta, &ext, async {
                 self.api.logs(body).await
             })
             .await?;
@@ -303,7 +316,7 @@ impl Resources for ResourcesService {
         &self,
         req: Request<WatchRequest>,
     ) -> Result<Response<BoxStream<WatchEvent>>, Status> {
-        let (meta, _, body) = req.into_parts();
+        let (meta, ext, body) = req.into_parts();
         let r = object_ref(body.r#ref)?;
         let opts = WatchOptions {
             label_selector: body.label_selector,
@@ -312,7 +325,7 @@ impl Resources for ResourcesService {
             allow_bookmarks: body.allow_bookmarks,
         };
         let watch = self
-            .serve("watch", &r.resource, &meta, async {
+            .serve("watch", &r.resource, &meta, &ext, async {
                 self.api.watch(&r, &opts).await
             })
             .await?;

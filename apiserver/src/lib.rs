@@ -10,7 +10,8 @@
 //!   lists and watches
 //! - [`selector`]: label and field selectors; [`error`]: Kubernetes statuses and their gRPC
 //!   codes
-//! - [`grpc`]: the `flotilla.api.v1.Resources` front end; [`auth`]: bearer tokens;
+//! - [`grpc`]: the `flotilla.api.v1.Resources` front end; [`auth`]: bearer tokens and
+//!   client certificates; [`tls`]: serving certificates, the client CA, the `--tls` PKI;
 //!   [`metrics`]; [`compaction`]: periodic history compaction; [`server`]: the process
 //!   (embedded or external store, listener, `/healthz`, `/readyz`, `/metrics`)
 
@@ -31,5 +32,6 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod validation;
 pub mod watch_cache;

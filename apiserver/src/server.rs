@@ -1,6 +1,6 @@
 //! The API server process: the store (embedded or external), the watch caches, the
-//! compactor, and one listener serving gRPC and the plain-HTTP endpoints (`/healthz`,
-//! `/readyz`, `/metrics`) side by side.
+//! compactor, and one listener serving gRPC and the HTTP endpoints (`/healthz`,
+//! `/readyz`, `/metrics`) side by side, over plain HTTP or TLS ([`crate::tls`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +27,7 @@ use crate::auth::{Tokens, write_private};
 use crate::grpc::ResourcesService;
 use crate::metrics::Metrics;
 use crate::storage::Store;
+use crate::tls::{Pki, TlsMode};
 use crate::watch_cache::CacheConfig;
 
 /// How the server is run.
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub store_timeout: Duration,
     /// How long Events are kept after their last write.
     pub event_ttl: Duration,
+    /// Plain HTTP, or TLS with generated or given certificates.
+    pub tls: TlsMode,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             cache: CacheConfig::default(),
             store_timeout: Duration::from_secs(10),
             event_ttl: Duration::from_secs(3600),
+            tls: TlsMode::Off,
         }
     }
 }
@@ -95,6 +99,9 @@ pub enum ServerError {
     /// Bootstrapping the cluster's objects failed.
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] crate::error::ApiError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(String),
@@ -108,6 +115,12 @@ pub struct Server {
     pub admin_token: String,
     /// Where admin.yaml was written.
     pub kubeconfig: PathBuf,
+    /// The URL in-process clients use with admin.yaml's credentials: loopback (http or
+    /// https), except with the operator's own serving certificate, which may not name
+    /// loopback, where it is the advertised URL.
+    pub local_url: String,
+    /// The PKI created for `--tls` (None otherwise).
+    pub pki: Option<Pki>,
     /// The API (for in-process components).
     pub api: Arc<Api>,
     shutdown: watch::Sender<bool>,
@@ -171,11 +184,36 @@ async fn start_embedded_store(dir: PathBuf) -> Result<(Member, String), ServerEr
     Ok((member, client_url))
 }
 
-/// The admin kubeconfig: one cluster, one user with the admin token, one context.
-pub fn admin_kubeconfig(server_url: &str, token: &str) -> String {
+/// The admin kubeconfig: one cluster, one user with the admin token, one context. With the
+/// generated PKI, the cluster also carries its CA and the user the admin client
+/// certificate, so either credential authenticates.
+pub fn admin_kubeconfig(server_url: &str, token: &str, pki: Option<&Pki>) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (ca, client) = match pki {
+        Some(p) => (
+            format!("    certificate-authority-data: {}\n", b64(&p.ca_pem)),
+            format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&p.admin_cert_pem),
+                b64(&p.admin_key_pem)
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: flotilla\n  cluster:\n    server: {server_url}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: flotilla\n  context:\n    cluster: flotilla\n    user: admin\n    namespace: default\ncurrent-context: flotilla\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: flotilla\n  cluster:\n    server: {server_url}\n{ca}users:\n- name: admin\n  user:\n    token: {token}\n{client}contexts:\n- name: flotilla\n  context:\n    cluster: flotilla\n    user: admin\n    namespace: default\ncurrent-context: flotilla\n"
     )
+}
+
+/// The host of an advertised URL, for the serving certificate.
+fn advertised_host(url: &str) -> Result<String, ServerError> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| ServerError::Config(format!("--advertise-url {url:?}: {e}")))?;
+    uri.host()
+        .map(str::to_string)
+        .ok_or_else(|| ServerError::Config(format!("--advertise-url {url:?} names no host")))
 }
 
 impl Server {
@@ -230,12 +268,48 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::Serve(e.to_string()))?;
+        let scheme = if cfg.tls == TlsMode::Off {
+            "http"
+        } else {
+            "https"
+        };
         let server_url = cfg
             .advertise
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        // A wildcard listen address is reached over loopback.
+        let local_addr = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
+        };
+        let mut local_url = format!("{scheme}://{local_addr}");
+        let tls = if cfg.tls == TlsMode::Off {
+            None
+        } else {
+            if server_url.starts_with("http://") {
+                return Err(ServerError::Config(format!(
+                    "--advertise-url {server_url} is http:// but the server serves TLS: use https://"
+                )));
+            }
+            let advertised = cfg.advertise.as_deref().map(advertised_host).transpose()?;
+            let hosts = crate::tls::serving_hosts(addr.ip(), advertised.as_deref());
+            let tls = crate::tls::load(&cfg.tls, &cfg.data_dir, &hosts)?;
+            if matches!(cfg.tls, TlsMode::Files { .. }) {
+                local_url = server_url.clone();
+            }
+            tls
+        };
+        let pki = tls.as_ref().and_then(|t| t.pki.clone());
         let kubeconfig = cfg.data_dir.join("admin.yaml");
-        write_private(&kubeconfig, &admin_kubeconfig(&server_url, &admin_token))?;
+        write_private(
+            &kubeconfig,
+            &admin_kubeconfig(&server_url, &admin_token, pki.as_ref()),
+        )?;
 
         let service = ResourcesService::new(
             api.clone(),
@@ -243,12 +317,21 @@ impl Server {
             metrics.clone(),
             shutdown_rx.clone(),
         );
-        tasks.push(serve(listener, service, api.clone(), metrics, shutdown_rx));
-        tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
+        tasks.push(serve(
+            listener,
+            tls.map(|t| t.config),
+            service,
+            api.clone(),
+            metrics,
+            shutdown_rx,
+        )?);
+        tracing::info!(%addr, url = %server_url, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(Server {
             addr,
             admin_token,
             kubeconfig,
+            local_url,
+            pki,
             api,
             shutdown,
             tasks,
@@ -292,11 +375,12 @@ struct HttpState {
 
 fn serve(
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     service: ResourcesService,
     api: Arc<Api>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+) -> Result<JoinHandle<()>, ServerError> {
     let grpc = ResourcesServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES + 64 * 1024)
         .max_encoding_message_size(usize::MAX);
@@ -307,14 +391,20 @@ fn serve(
         .route("/metrics", get(render_metrics))
         .with_state(HttpState { api, metrics });
     let router = Routes::new(grpc).into_axum_router().merge(http);
-    tokio::spawn(async move {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServerError::Serve(crate::tls::error_chain(&e)))?;
+    }
+    Ok(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(listener).map(|conn| {
             let conn = conn?;
             // Small latency-bound messages: no Nagle delay.
             conn.set_nodelay(true)?;
             Ok::<_, std::io::Error>(conn)
         });
-        let result = tonic::transport::Server::builder()
+        let result = builder
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_routes(Routes::from(router))
@@ -325,7 +415,7 @@ fn serve(
         if let Err(e) = result {
             tracing::error!(error = %e, "API server stopped serving");
         }
-    })
+    }))
 }
 
 async fn healthz() -> &'static str {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use apiserver::tls::TlsMode;
 use apiserver::{Server, ServerConfig, ServerError};
 use clap::Args;
 
@@ -17,9 +18,24 @@ pub struct ServerArgs {
     /// Address the API (gRPC, /healthz, /readyz, /metrics) listens on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
-    /// URL clients use to reach the API, written into admin.yaml [default: http://<listen>].
+    /// URL clients use to reach the API, written into admin.yaml [default: http://<listen>,
+    /// https://<listen> with TLS].
     #[arg(long)]
     pub advertise_url: Option<String>,
+    /// Serve TLS. Without --tls-cert-file, a CA, a serving certificate and an admin client
+    /// certificate are created once under <data-dir>/pki and admin.yaml carries them.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM serving certificate (chain) to serve TLS with; needs --tls-private-key-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// PEM CA bundle: a client certificate it signed authenticates as user CN in groups O.
+    /// Needs TLS (--tls or --tls-cert-file).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// Comma-separated etcd v3 endpoints (etcd-lite or etcd) instead of the embedded store.
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
@@ -110,7 +126,39 @@ impl ServerArgs {
                 reason: "must be at least 2 (the store's shortest lease)".into(),
             });
         }
+        let tls = match (self.tls_cert_file, self.tls_private_key_file) {
+            (Some(cert), Some(key)) => TlsMode::Files {
+                cert,
+                key,
+                client_ca: self.client_ca_file,
+            },
+            (Some(_), None) => {
+                return Err(ServerArgsError {
+                    flag: "tls-cert-file",
+                    reason: "needs --tls-private-key-file".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ServerArgsError {
+                    flag: "tls-private-key-file",
+                    reason: "needs --tls-cert-file".into(),
+                });
+            }
+            (None, None) if self.tls => TlsMode::Generated {
+                client_ca: self.client_ca_file,
+            },
+            (None, None) => {
+                if self.client_ca_file.is_some() {
+                    return Err(ServerArgsError {
+                        flag: "client-ca-file",
+                        reason: "client certificates need TLS: add --tls, or --tls-cert-file and --tls-private-key-file".into(),
+                    });
+                }
+                TlsMode::Off
+            }
+        };
         let cfg = ServerConfig {
+            tls,
             data_dir: self.data_dir,
             advertise: self.advertise_url,
             etcd_endpoints: self.etcd_endpoints,
@@ -151,13 +199,12 @@ pub async fn run_control_plane(
     let server = Server::start(cfg, listener).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    let resolved = flotilla_client::Resolved {
-        context: "in-process".into(),
-        server: format!("http://{}", server.addr),
-        token: Some(server.admin_token.clone()),
-        namespace: "default".into(),
-        source: "the server's own credentials".into(),
-    };
+    // The admin credentials the server just wrote (token, and with --tls the client
+    // certificate and CA), over loopback where the serving certificate names it.
+    let mut resolved = flotilla_client::Kubeconfig::read(&server.kubeconfig)
+        .and_then(|k| k.resolve(None))
+        .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
+    resolved.server = server.local_url.clone();
     if let Some(configuration) = scheduler {
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;

@@ -4,6 +4,8 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -31,6 +33,13 @@ pub struct Client {
     inner: ResourcesClient<Channel>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     address: String,
+    /// Whether the server is reached over TLS (an https:// URL).
+    tls: bool,
+    /// Whether a client certificate is presented over TLS: the server refusing it can
+    /// surface as nothing more than a closed connection.
+    presents_certificate: bool,
+    /// Whether any call has succeeded (the certificate was accepted), shared by clones.
+    answered: Arc<AtomicBool>,
     namespace: String,
 }
 
@@ -119,24 +128,29 @@ pub struct LogParams {
 }
 
 impl Client {
-    /// A client for the server and credentials of a resolved kubeconfig context. The
+    /// A client for the server and credentials of a resolved kubeconfig context. An
+    /// `https://` server is reached over TLS with the context's CA (else the system's root
+    /// certificates) and client certificate; its TLS values are read and checked here. The
     /// connection is made on first use.
     pub fn new(resolved: &Resolved) -> Result<Self, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             address: format!("{} (from {})", resolved.server, resolved.source),
             reason,
         };
-        if resolved.server.starts_with("https://") {
-            return Err(unreachable(
-                "TLS is not supported by this release of the API server; use its http:// URL"
-                    .into(),
-            ));
-        }
-        let channel = Channel::from_shared(resolved.server.clone())
+        let mut endpoint = Channel::from_shared(resolved.server.clone())
             .map_err(|e| unreachable(format!("not a valid URL: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let tls = endpoint.uri().scheme_str() == Some("https");
+        if tls {
+            endpoint = crate::tls::configure(endpoint, resolved).map_err(|error| {
+                ClientError::TlsConfig {
+                    origin: resolved.source.clone(),
+                    error,
+                }
+            })?;
+        }
+        let channel = endpoint.connect_lazy();
         let token = resolved
             .token
             .as_ref()
@@ -152,6 +166,9 @@ impl Client {
             token,
             address: format!("{} (from {})", resolved.server, resolved.source),
             namespace: resolved.namespace.clone(),
+            tls,
+            presents_certificate: tls && resolved.client_certificate.is_some(),
+            answered: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -262,8 +279,68 @@ impl Client {
     }
 
     fn check<T>(&self, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, ClientError> {
-        r.map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s, &self.address))
+        match r {
+            Ok(resp) => {
+                self.answered.store(true, Ordering::Relaxed);
+                Ok(resp.into_inner())
+            }
+            Err(s) => {
+                // A status from the server handler also proves the handshake went through.
+                if !s.details().is_empty() {
+                    self.answered.store(true, Ordering::Relaxed);
+                }
+                Err(self
+                    .connection_error(&s)
+                    .unwrap_or_else(|| ClientError::from_status(&s, &self.address)))
+            }
+        }
+    }
+
+    /// What a failed connection means, when only this client's settings tell: the status
+    /// alone reads as a generic transport failure.
+    fn connection_error(&self, s: &tonic::Status) -> Option<ClientError> {
+        if !s.details().is_empty() {
+            return None;
+        }
+        let causes: Vec<String> = crate::error::causes(s)
+            .iter()
+            .map(|m| m.to_ascii_lowercase())
+            .collect();
+        let says = |what: &[&str]| causes.iter().any(|m| what.iter().any(|w| m.contains(w)));
+        // In TLS 1.3 the server checks the client certificate after the client thinks the
+        // handshake is done, so a refused certificate may show up only as the connection
+        // closing under the first request. Once a call has gone through, a closed
+        // connection is just that (a server restarting, say), here and below.
+        if self.presents_certificate
+            && !self.answered.load(Ordering::Relaxed)
+            && matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unknown)
+            && says(&["connection closed", "broken pipe", "connection reset"])
+        {
+            return Some(ClientError::Tls {
+                address: self.address.clone(),
+                reason: "the server closed the connection; it may have refused the client certificate: is it signed by a CA the server trusts?".into(),
+            });
+        }
+        // A TLS server answers plaintext HTTP/2 with an alert (read as a bad frame) or by
+        // hanging up.
+        if !self.tls
+            && !self.answered.load(Ordering::Relaxed)
+            && says(&[
+                "frame with invalid size",
+                "broken pipe",
+                "connection closed",
+                "connection reset",
+            ])
+        {
+            let cause = causes.last().cloned().unwrap_or_default();
+            return Some(ClientError::Unreachable {
+                address: self.address.clone(),
+                reason: format!(
+                    "the connection failed ({cause}): if the server serves TLS, use its https:// URL and CA"
+                ),
+            });
+        }
+        None
     }
 }
 

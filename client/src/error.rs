@@ -1,7 +1,59 @@
 //! What a call to the API can fail with, as a typed enum: the server's Kubernetes status
-//! (its reason, message and, for Invalid, the fields at fault) or the transport.
+//! (its reason, message and, for Invalid, the fields at fault), the transport, or TLS
+//! settings in the kubeconfig that cannot be used.
+
+use std::path::PathBuf;
 
 use serde_json::Value;
+
+/// A kubeconfig's TLS settings that cannot be used; each names the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsConfigError {
+    /// The file a field names cannot be read.
+    #[error("{field} {path}: {reason}")]
+    Unreadable {
+        /// The kubeconfig field.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An inline `-data` field that is not base64.
+    #[error("{field}: not valid base64: {reason}")]
+    NotBase64 {
+        /// The kubeconfig field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// No PEM certificate or key where one is expected, or malformed PEM.
+    #[error("{field}: {reason}")]
+    BadPem {
+        /// The kubeconfig field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("{present} is set but {missing} is not: a client certificate needs its key")]
+    Unpaired {
+        /// The field that is set.
+        present: &'static str,
+        /// The field that is missing.
+        missing: &'static str,
+    },
+    /// `insecure-skip-tls-verify` together with a CA (kubectl refuses it too).
+    #[error("insecure-skip-tls-verify cannot be combined with {field}: remove one of them")]
+    InsecureWithCa {
+        /// The CA field.
+        field: &'static str,
+    },
+    /// TLS could not be set up with these values (a key that does not match its
+    /// certificate, no system root certificates when no CA is given).
+    #[error("{0}")]
+    Setup(String),
+}
 
 /// One field the server found invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +112,23 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The kubeconfig's TLS settings cannot be used.
+    #[error("kubeconfig {origin}: {error}")]
+    TlsConfig {
+        /// The kubeconfig file(s).
+        origin: String,
+        /// Which field, and what is wrong with it.
+        error: TlsConfigError,
+    },
+    /// The TLS handshake with the server failed (an untrusted or mismatched server
+    /// certificate, a client certificate the server refused, a server without TLS).
+    #[error("TLS handshake with {address} failed: {reason}")]
+    Tls {
+        /// The server's URL.
+        address: String,
+        /// What went wrong, and what to check.
+        reason: String,
+    },
     /// The server answered with something this client cannot decode.
     #[error("cannot decode the server's answer: {0}")]
     Decode(String),
@@ -93,7 +162,36 @@ impl ClientError {
     pub fn from_status(status: &tonic::Status, address: &str) -> Self {
         let details: Value = serde_json::from_slice(status.details()).unwrap_or(Value::Null);
         let reason = details["reason"].as_str().unwrap_or_default();
-        let message = status.message().to_string();
+        // tonic says only "transport error" for a broken connection; the cause is deeper.
+        let message = if status.message() == "transport error" {
+            let mut parts: Vec<String> = Vec::new();
+            for c in causes(status) {
+                if !parts.contains(&c) {
+                    parts.push(c);
+                }
+            }
+            parts.join(": ")
+        } else {
+            status.message().to_string()
+        };
+        // A connection that failed in its TLS handshake, not a status from the server: the
+        // cause is the status's message or, for a failure tonic calls "transport error",
+        // deeper in its source chain.
+        if details.is_null()
+            && matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            )
+            && let Some(reason) = causes(status)
+                .iter()
+                .rev()
+                .find_map(|m| crate::tls::explain_handshake_failure(m))
+        {
+            return ClientError::Tls {
+                address: address.to_string(),
+                reason,
+            };
+        }
         match (status.code(), reason) {
             (_, "NotFound") | (tonic::Code::NotFound, _) => ClientError::NotFound(message),
             (_, "AlreadyExists") | (tonic::Code::AlreadyExists, _) => {
@@ -122,6 +220,17 @@ impl ClientError {
             _ => ClientError::Other(message),
         }
     }
+}
+
+/// The status's message and those of its sources, outermost first.
+pub(crate) fn causes(status: &tonic::Status) -> Vec<String> {
+    let mut out = vec![status.message().to_string()];
+    let mut cur = std::error::Error::source(status);
+    while let Some(e) = cur {
+        out.push(e.to_string());
+        cur = e.source();
+    }
+    out
 }
 
 fn cause(c: &Value) -> Cause {

@@ -1,7 +1,8 @@
 //! kubeconfig files, as kubectl reads them: `--kubeconfig`, else `$KUBECONFIG` (a
 //! colon-separated list merged in order, the first file to define a name winning), else
-//! `~/.flotilla/config`. Clusters, users (bearer token, token file, client certificate),
-//! contexts and the current context.
+//! `~/.flotilla/config`. Clusters (server, CA, insecure-skip-tls-verify), users (bearer
+//! token, token file, client certificate), contexts and the current context. File paths in
+//! a kubeconfig are relative to the file that holds them, as kubectl reads them.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,9 @@ pub struct NamedCluster {
     pub name: String,
     /// Where it is.
     pub cluster: Cluster,
+    /// The file it was read from (relative paths in it are relative to that file).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// A cluster's address.
@@ -84,6 +88,9 @@ pub struct NamedUser {
     pub name: String,
     /// Its credentials.
     pub user: User,
+    /// The file it was read from (relative paths in it are relative to that file).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// A user's credentials.
@@ -159,8 +166,78 @@ pub struct Kubeconfig {
     pub sources: Vec<PathBuf>,
 }
 
+/// A PEM value a kubeconfig gives: a file it names, or inline base64 (the `-data` field).
+/// Each remembers its field, so that an unusable value is reported by name.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file (`certificate-authority`, `client-certificate`, `client-key`).
+    File {
+        /// The kubeconfig field.
+        field: &'static str,
+        /// The file, relative paths already resolved against the kubeconfig's directory.
+        path: PathBuf,
+    },
+    /// Inline data (`certificate-authority-data`, `client-certificate-data`,
+    /// `client-key-data`).
+    Data {
+        /// The kubeconfig field.
+        field: &'static str,
+        /// The base64 text as written.
+        base64: String,
+    },
+}
+
+impl PemSource {
+    /// The kubeconfig field it came from.
+    pub fn field(&self) -> &'static str {
+        match self {
+            PemSource::File { field, .. } | PemSource::Data { field, .. } => field,
+        }
+    }
+
+    /// The `-data` field wins over the file field, as in kubectl.
+    fn pick(
+        data: (&'static str, &Option<String>),
+        file: (&'static str, &Option<String>),
+        origin: Option<&Path>,
+    ) -> Option<PemSource> {
+        if let Some(d) = data.1.as_ref().filter(|d| !d.is_empty()) {
+            return Some(PemSource::Data {
+                field: data.0,
+                base64: d.clone(),
+            });
+        }
+        file.1
+            .as_ref()
+            .filter(|f| !f.is_empty())
+            .map(|f| PemSource::File {
+                field: file.0,
+                path: relative_to(origin, f),
+            })
+    }
+}
+
+// Inline key material stays out of logs and panics.
+impl std::fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::File { field, path } => write!(f, "{field}: {}", path.display()),
+            PemSource::Data { field, base64 } => write!(f, "{field}: <{} bytes>", base64.len()),
+        }
+    }
+}
+
+/// `path` as kubectl reads it: relative to the directory of the kubeconfig `origin`.
+fn relative_to(origin: Option<&Path>, path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    match origin.and_then(Path::parent) {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
 /// What a client needs from a kubeconfig, resolved for one context.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     /// The context's name.
     pub context: String,
@@ -172,6 +249,15 @@ pub struct Resolved {
     pub namespace: String,
     /// Where this came from, for error messages.
     pub source: String,
+    /// The CA bundle an https server's certificate must chain to; `None`: the system's
+    /// root certificates.
+    pub certificate_authority: Option<PemSource>,
+    /// Accept any server certificate (`insecure-skip-tls-verify`): for tests only.
+    pub insecure_skip_tls_verify: bool,
+    /// The client certificate presented to an https server (with `client_key`).
+    pub client_certificate: Option<PemSource>,
+    /// The client certificate's private key.
+    pub client_key: Option<PemSource>,
 }
 
 impl Kubeconfig {
@@ -183,6 +269,12 @@ impl Kubeconfig {
                 message: e.to_string(),
             })?;
         cfg.sources = vec![path.to_path_buf()];
+        for c in &mut cfg.clusters {
+            c.origin = Some(path.to_path_buf());
+        }
+        for u in &mut cfg.users {
+            u.origin = Some(path.to_path_buf());
+        }
         Ok(cfg)
     }
 
@@ -284,33 +376,34 @@ impl Kubeconfig {
             .find(|c| c.name == name)
             .ok_or_else(|| undefined("context", &name))?
             .context;
-        let cluster = &self
+        let named_cluster = self
             .clusters
             .iter()
             .find(|c| c.name == ctx.cluster)
-            .ok_or_else(|| undefined("cluster", &ctx.cluster))?
-            .cluster;
-        let user = if ctx.user.is_empty() {
-            User::default()
+            .ok_or_else(|| undefined("cluster", &ctx.cluster))?;
+        let (cluster, cluster_origin) = (&named_cluster.cluster, named_cluster.origin.as_deref());
+        let (user, user_origin) = if ctx.user.is_empty() {
+            (User::default(), None)
         } else {
-            self.users
+            let u = self
+                .users
                 .iter()
                 .find(|u| u.name == ctx.user)
-                .ok_or_else(|| undefined("user", &ctx.user))?
-                .user
-                .clone()
+                .ok_or_else(|| undefined("user", &ctx.user))?;
+            (u.user.clone(), u.origin.clone())
         };
+        let user_origin = user_origin.as_deref();
         let token = match (&user.token, &user.token_file) {
             (Some(t), _) => Some(t.clone()),
-            (None, Some(f)) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|source| KubeconfigError::Read {
-                        path: PathBuf::from(f),
-                        source,
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
+            (None, Some(f)) => {
+                let path = relative_to(user_origin, f);
+                Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| KubeconfigError::Read { path, source })?
+                        .trim()
+                        .to_string(),
+                )
+            }
             (None, None) => None,
         };
         Ok(Resolved {
@@ -319,6 +412,25 @@ impl Kubeconfig {
             token,
             namespace: ctx.namespace.clone().unwrap_or_else(|| "default".into()),
             source,
+            certificate_authority: PemSource::pick(
+                (
+                    "certificate-authority-data",
+                    &cluster.certificate_authority_data,
+                ),
+                ("certificate-authority", &cluster.certificate_authority),
+                cluster_origin,
+            ),
+            insecure_skip_tls_verify: cluster.insecure_skip_tls_verify.unwrap_or(false),
+            client_certificate: PemSource::pick(
+                ("client-certificate-data", &user.client_certificate_data),
+                ("client-certificate", &user.client_certificate),
+                user_origin,
+            ),
+            client_key: PemSource::pick(
+                ("client-key-data", &user.client_key_data),
+                ("client-key", &user.client_key),
+                user_origin,
+            ),
         })
     }
 }
@@ -365,6 +477,43 @@ mod tests {
             "cluster flotilla is the first file's"
         );
         assert_eq!(m.source(), "a:b");
+    }
+
+    #[test]
+    fn tls_fields_resolve_with_paths_relative_to_their_file() {
+        let text = "clusters:\n- name: c\n  cluster:\n    server: https://h:6443\n    certificate-authority: pki/ca.crt\nusers:\n- name: u\n  user:\n    client-certificate: /abs/u.crt\n    client-certificate-data: Zm9v\n    client-key: u.key\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n";
+        let cfg = Kubeconfig::parse(text, Path::new("/etc/flotilla/kc.yaml")).expect("parses");
+        let r = cfg.resolve(None).expect("resolves");
+        assert_eq!(
+            r.certificate_authority,
+            Some(PemSource::File {
+                field: "certificate-authority",
+                path: PathBuf::from("/etc/flotilla/pki/ca.crt"),
+            })
+        );
+        // The -data field wins over the file.
+        assert_eq!(
+            r.client_certificate.as_ref().map(PemSource::field),
+            Some("client-certificate-data")
+        );
+        assert_eq!(
+            r.client_key,
+            Some(PemSource::File {
+                field: "client-key",
+                path: PathBuf::from("/etc/flotilla/u.key"),
+            })
+        );
+        assert!(!r.insecure_skip_tls_verify);
+        assert!(
+            !format!("{r:?}").contains("Zm9v"),
+            "inline data is not logged"
+        );
+        // Writing the file back keeps what it said, not the resolved paths.
+        let written = serde_norway::to_string(&cfg).expect("yaml");
+        assert!(
+            written.contains("certificate-authority: pki/ca.crt"),
+            "{written}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`kubeconfig`]: finding and reading kubeconfig files, resolving a context
 //! - [`api`]: the connection, [`api::DynamicApi`] (JSON, any resource) and [`api::Api`]
 //!   (any k8s-openapi type)
-//! - [`error`]: the server's statuses as a typed enum
+//! - [`error`]: the server's statuses and the kubeconfig's unusable TLS values as typed enums
+//! - `tls`: https servers (CA, client certificate, insecure-skip-tls-verify)
 //! - [`informer`]: list + watch into a local cache with indexes and change handlers
 //! - [`leader`]: leader election on a coordination.k8s.io Lease
 //! - [`workqueue`]: a de-duplicating, rate-limited work queue for controllers
@@ -14,14 +15,15 @@ pub mod error;
 pub mod informer;
 pub mod kubeconfig;
 pub mod leader;
+mod tls;
 pub mod workqueue;
 
 pub use api::{
     Api, Client, DeleteParams, DynamicApi, ListParams, LogParams, LogStream, ObjectList, Patch,
     WatchEvent,
 };
-pub use error::ClientError;
+pub use error::{ClientError, TlsConfigError};
 pub use informer::{Change, Informer, Store};
-pub use kubeconfig::{Kubeconfig, Resolved};
+pub use kubeconfig::{Kubeconfig, PemSource, Resolved};
 pub use leader::{LeaderConfig, LeaderElector};
 pub use workqueue::WorkQueue;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use flotilla_proto::agent::agent_client::AgentClient;
 use flotilla_proto::api::{LogsChunk, LogsRequest};
 use futures::StreamExt;
-use rand::Rng;
 use serde_json::{Value, json};
 use tonic::codegen::BoxStream;
 
@@ -49,8 +48,7 @@ impl Api {
             Err(e) if e.reason == Reason::NotFound => {}
             Err(e) => return Err(e),
         }
-        let bytes: [u8; 32] = rand::rng().random();
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::auth::new_token();
         let body = json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": PROXY_SECRET.1, "namespace": PROXY_SECRET.0},
