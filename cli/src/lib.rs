@@ -3,6 +3,7 @@
 //!
 //! - [`agent`]: `flotilla agent`, the node agent
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
+//! - [`hollow`]: `flotilla hollow-nodes`, simulated nodes for scale tests
 //! - [`flotctl`]: the `flotctl` command line
 //! - [`scheduler`]: `flotilla scheduler`, the scheduler as its own process
 //! - [`server`]: `flotilla server`, the all-in-one control plane
@@ -12,6 +13,7 @@
 pub mod agent;
 pub mod etcd;
 pub mod flotctl;
+pub mod hollow;
 pub mod logging;
 pub mod scheduler;
 pub mod server;

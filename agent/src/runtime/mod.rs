@@ -3,6 +3,7 @@
 //! inspected by id; their output goes to CRI-format log files named by the caller. The
 //! process runtime implements it today, containerd (over CRI itself) next.
 
+pub mod fake;
 pub mod process;
 
 use std::collections::BTreeMap;

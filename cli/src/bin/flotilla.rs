@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::{
-    agent::AgentArgs, etcd::EtcdArgs, logging, scheduler::SchedulerArgs, server::ServerArgs,
-    signals,
+    agent::AgentArgs, etcd::EtcdArgs, hollow::HollowArgs, logging, scheduler::SchedulerArgs,
+    server::ServerArgs, signals,
 };
 
 /// The daemons allocate many small short-lived buffers (gRPC frames, raft messages) across
@@ -31,6 +31,9 @@ enum Command {
     Scheduler(Box<SchedulerArgs>),
     /// Run the node agent: register this machine and run the pods bound to it.
     Agent(Box<AgentArgs>),
+    /// Simulate many nodes in one process (scale tests only): real agents over a runtime
+    /// that runs nothing.
+    HollowNodes(Box<HollowArgs>),
     /// Join a container's cgroup, then become its program (started by the shim).
     #[command(hide = true)]
     CgroupExec {
@@ -127,6 +130,19 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flotilla agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::HollowNodes(args) => {
+            logging::init(&args.log_level);
+            let Some(runtime) = runtime("hollow-nodes") else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(flotilla_cli::hollow::run(*args, signals::shutdown())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla hollow-nodes: {e}");
                     ExitCode::FAILURE
                 }
             }
