@@ -299,6 +299,9 @@ async fn limits_confine_the_container_and_the_oom_killer_is_reported() {
             assert_eq!(v2.trim(), (20 << 20).to_string());
         }
     }
+    let stats = rt.container_stats(&id).await.expect("stats");
+    assert!(stats.memory_working_set_bytes > 0, "{stats:?}");
+    assert!(stats.memory_working_set_bytes < 20 << 20, "{stats:?}");
     rt.stop_container(&id, Duration::from_secs(1))
         .await
         .expect("stop");

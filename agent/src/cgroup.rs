@@ -8,8 +8,9 @@ use crate::runtime::LinuxResources;
 
 /// Where cgroup hierarchies are mounted.
 pub const ROOT: &str = "/sys/fs/cgroup";
-/// The v1 controllers a container is confined by.
-pub const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// The v1 hierarchies a container has a cgroup in: the three that confine it, and cpuacct,
+/// which counts its cpu time.
+pub const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "cpuacct"];
 
 /// A cgroup operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,7 @@ pub fn detect() -> Option<Version> {
     if root.join("cgroup.controllers").exists() {
         return writable(root).then_some(Version::V2);
     }
-    V1_CONTROLLERS
+    V1_CONTROLLERS[..3]
         .iter()
         .all(|c| writable(&root.join(c)))
         .then_some(Version::V1)
@@ -157,6 +158,40 @@ impl Cgroup {
         Ok(())
     }
 
+    /// (cpu time in ns, memory working set in bytes) used by its processes.
+    pub fn usage(&self) -> (u64, u64) {
+        let read =
+            |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let field = |text: &str, key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match self.version {
+            Version::V1 => {
+                let cpu = self
+                    .dirs
+                    .get(3)
+                    .map(|d| read(d, "cpuacct.usage").trim().parse().unwrap_or(0))
+                    .unwrap_or(0);
+                let usage: u64 = read(&self.dirs[0], "memory.usage_in_bytes")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                let inactive = field(&read(&self.dirs[0], "memory.stat"), "total_inactive_file");
+                (cpu, usage.saturating_sub(inactive))
+            }
+            Version::V2 => {
+                let d = &self.dirs[0];
+                let cpu = field(&read(d, "cpu.stat"), "usage_usec") * 1000;
+                let usage: u64 = read(d, "memory.current").trim().parse().unwrap_or(0);
+                let inactive = field(&read(d, "memory.stat"), "inactive_file");
+                (cpu, usage.saturating_sub(inactive))
+            }
+        }
+    }
+
     /// Has the OOM killer killed a process in it?
     pub fn oom_killed(&self) -> bool {
         let (dir, file) = match self.version {
@@ -229,6 +264,7 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/memory/flotilla/pod1/c1"),
                 PathBuf::from("/sys/fs/cgroup/cpu/flotilla/pod1/c1"),
                 PathBuf::from("/sys/fs/cgroup/pids/flotilla/pod1/c1"),
+                PathBuf::from("/sys/fs/cgroup/cpuacct/flotilla/pod1/c1"),
             ]
         );
         assert_eq!(Cgroup::at(Version::V2, "flotilla/x").dirs().len(), 1);

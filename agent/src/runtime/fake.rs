@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    ContainerConfig, ContainerState, ContainerStatus, ExecResult, Runtime, RuntimeError,
-    SandboxConfig, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, Runtime,
+    RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
 };
 
 #[derive(Default)]
@@ -186,6 +186,11 @@ impl Runtime for FakeRuntime {
             .filter(|c| sandbox_id.is_none_or(|s| c.sandbox_id == s))
             .cloned()
             .collect())
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        self.container_status(id).await?;
+        Ok(ContainerStats::default())
     }
 
     async fn exec_sync(

@@ -160,6 +160,15 @@ pub struct ContainerStatus {
     pub log_path: PathBuf,
 }
 
+/// A container's resource use (CRI's ContainerStats, the parts used here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// CPU time used since the container started, in nanoseconds.
+    pub cpu_usage_nanos: u64,
+    /// Memory in use that cannot be reclaimed at once (usage less inactive file pages).
+    pub memory_working_set_bytes: u64,
+}
+
 /// The outcome of a command run in a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecResult {
@@ -228,6 +237,11 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         sandbox_id: Option<&str>,
     ) -> impl Future<Output = Result<Vec<ContainerStatus>, RuntimeError>> + Send;
+    /// A running container's cpu and memory use.
+    fn container_stats(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerStats, RuntimeError>> + Send;
     /// Runs a command in a container's context and waits for it (at most `timeout`).
     fn exec_sync(
         &self,

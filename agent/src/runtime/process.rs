@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{
-    ContainerConfig, ContainerState, ContainerStatus, ExecResult, Runtime, RuntimeError,
-    SandboxConfig, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, Runtime,
+    RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
 };
 use crate::cgroup::{Cgroup, Version};
 use crate::shim::{CgroupSpec, Exited, ShimConfig, Started, read_state, write_state};
@@ -70,6 +70,18 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RuntimeErr
 
 fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok())
+}
+
+/// (cpu ns, resident bytes) of one process, from /proc (clock ticks of 10 ms).
+fn proc_usage(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu = (ticks(11) + ticks(12)) * 10_000_000;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = crate::node::meminfo_kib(&status, "VmRSS").unwrap_or(0);
+    (cpu, rss_kib.max(0) as u64 * 1024)
 }
 
 fn new_id() -> String {
@@ -415,6 +427,30 @@ impl Runtime for ProcessRuntime {
             }
         }
         Ok(out)
+    }
+
+    async fn container_stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        let dir = self.container_dir(id);
+        if self.status_of(id)?.state != ContainerState::Running {
+            return Err(RuntimeError::Invalid(format!(
+                "container {id} is not running"
+            )));
+        }
+        let cfg: Option<ShimConfig> = read_state(&dir, "config.json")?;
+        let (cpu, memory) = match cfg.and_then(|c| c.cgroup) {
+            Some(spec) => Cgroup::at(spec.version, &spec.path).usage(),
+            // Unconfined: the main process alone, from /proc.
+            None => {
+                let pid = read_state::<Started>(&dir, "started.json")?
+                    .map(|s| s.pid)
+                    .unwrap_or(0);
+                proc_usage(pid)
+            }
+        };
+        Ok(ContainerStats {
+            cpu_usage_nanos: cpu,
+            memory_working_set_bytes: memory,
+        })
     }
 
     async fn exec_sync(
