@@ -74,7 +74,7 @@ impl Cluster {
         std::fs::create_dir_all(&data).expect("agent dir");
         let runtime = ProcessRuntime::new(
             &data.join("runtime"),
-            Path::new(env!("CARGO_BIN_EXE_flotilla")),
+            Path::new(env!("CARGO_BIN_EXE_flotilla-shim")),
             "127.0.0.1",
         )
         .expect("runtime");

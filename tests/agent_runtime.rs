@@ -17,8 +17,12 @@ use agent::runtime::{
 };
 
 fn runtime(root: &Path) -> ProcessRuntime {
-    ProcessRuntime::new(root, Path::new(env!("CARGO_BIN_EXE_flotilla")), "127.0.0.1")
-        .expect("runtime")
+    ProcessRuntime::new(
+        root,
+        Path::new(env!("CARGO_BIN_EXE_flotilla-shim")),
+        "127.0.0.1",
+    )
+    .expect("runtime")
 }
 
 async fn sandbox(rt: &ProcessRuntime, logs: &Path) -> String {

@@ -1,4 +1,4 @@
-//! The container shim: one small process per container that starts the container's
+//! The container shim (the `flotilla-shim` binary): one small process per container that starts the container's
 //! process, copies its output into the CRI log file, waits for it, and records how it
 //! ended. It runs in its own process group, so it outlives the agent: an agent restarted
 //! at any moment finds every container's state in its directory (`started.json`,

@@ -108,9 +108,17 @@ pub fn local_agent_config(data_dir: &Path) -> AgentConfig {
     }
 }
 
-/// The process runtime under `data_dir/runtime`, with this binary as its shim.
+/// The process runtime under `data_dir/runtime`, with `flotilla-shim` (installed beside
+/// this binary) as its shim.
 pub fn process_runtime(data_dir: &Path, host_ip: &str) -> Result<ProcessRuntime, String> {
-    let shim = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
+    let me = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
+    let shim = me.with_file_name("flotilla-shim");
+    if !shim.exists() {
+        return Err(format!(
+            "the process runtime needs {} (built and installed with flotilla)",
+            shim.display()
+        ));
+    }
     ProcessRuntime::new(&data_dir.join("runtime"), &shim, host_ip).map_err(|e| e.to_string())
 }
 

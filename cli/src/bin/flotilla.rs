@@ -34,28 +34,6 @@ enum Command {
     /// Simulate many nodes in one process (scale tests only): real agents over a runtime
     /// that runs nothing.
     HollowNodes(Box<HollowArgs>),
-    /// Join a container's cgroup, then become its program (started by the shim).
-    #[command(hide = true)]
-    CgroupExec {
-        /// The container's state directory.
-        #[arg(long)]
-        state: std::path::PathBuf,
-        /// The cgroup layout: v1 or v2.
-        #[arg(long)]
-        version: String,
-        /// The cgroup, relative to each hierarchy.
-        #[arg(long)]
-        path: String,
-        /// The program and its arguments.
-        #[arg(last = true, required = true)]
-        argv: Vec<String>,
-    },
-    /// Supervise one container of the process runtime (started by the agent).
-    #[command(hide = true)]
-    ContainerShim {
-        /// The container's state directory.
-        dir: std::path::PathBuf,
-    },
 }
 
 fn runtime(what: &str) -> Option<tokio::runtime::Runtime> {
@@ -147,26 +125,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CgroupExec {
-            state,
-            version,
-            path,
-            argv,
-        } => {
-            let version = if version == "v2" {
-                agent::cgroup::Version::V2
-            } else {
-                agent::cgroup::Version::V1
-            };
-            ExitCode::from(agent::shim::exec_in_cgroup(&state, version, &path, &argv))
-        }
-        Command::ContainerShim { dir } => match agent::shim::run(&dir) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("flotilla container-shim: {e}");
-                ExitCode::FAILURE
-            }
-        },
         Command::Scheduler(args) => {
             logging::init(&args.log_level);
             let Some(runtime) = runtime("scheduler") else {
