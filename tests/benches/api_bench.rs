@@ -242,7 +242,8 @@ async fn run_setup(name: &str, results: &mut Vec<(String, String)>) {
         }
         other => panic!("unknown setup {other:?} (embedded, lite3)"),
     };
-    let server = ServerProcess::start(&dir.path().join("server"), &endpoints, &[]).await;
+    let server =
+        ServerProcess::start(&dir.path().join("server"), &endpoints, &["--no-scheduler"]).await;
     let clients: usize = knob("CLIENTS", 64);
     let seconds: u64 = knob("BENCH_SECONDS", 10);
     let pods: usize = knob("PODS", 10_000);
