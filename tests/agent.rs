@@ -114,6 +114,25 @@ impl Cluster {
         .await
     }
 
+    /// Deletes a pod and waits until the agent has stopped it and removed it from the API.
+    async fn delete_pod_and_wait(&self, name: &str) {
+        let api = self.client.api::<Pod>("default");
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        inproc::wait_until(Duration::from_secs(20), "the agent removes the pod", || {
+            let api = api.clone();
+            async move {
+                api.get_opt(name)
+                    .await
+                    .ok()
+                    .filter(Option::is_none)
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
     /// Deletes every pod and waits until the agent has stopped them and removed them, so
     /// that no process outlives the test.
     async fn delete_all_pods(&self) {
@@ -257,22 +276,7 @@ async fn a_pod_runs_reports_truthfully_and_is_removed_when_deleted() {
     }
 
     // Deleting waits for the agent: it stops the container, then removes the pod.
-    c.client
-        .api::<Pod>("default")
-        .delete("web", &DeleteParams::default())
-        .await
-        .expect("delete");
-    inproc::wait_until(Duration::from_secs(20), "the agent removes the pod", || {
-        let api = c.client.api::<Pod>("default");
-        async move {
-            api.get_opt("web")
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(|_| ())
-        }
-    })
-    .await;
+    c.delete_pod_and_wait("web").await;
     c.shutdown().await;
 }
 
@@ -681,27 +685,8 @@ async fn an_agent_killed_under_running_pods_adopts_them_when_it_returns() {
         "one container per pod: nothing started twice"
     );
 
-    c.client
-        .api::<Pod>("default")
-        .delete("survivor", &DeleteParams::default())
-        .await
-        .expect("delete");
+    // The new agent stops both pods and removes them.
     c.delete_all_pods().await;
-    inproc::wait_until(
-        Duration::from_secs(20),
-        "the new agent stops and removes the pod",
-        || {
-            let api = c.client.api::<Pod>("default");
-            async move {
-                api.get_opt("survivor")
-                    .await
-                    .ok()
-                    .filter(Option::is_none)
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
     // Before the server goes, so that it does not spend the rest of the run retrying.
     drop(agent);
     c.shutdown().await;
@@ -732,21 +717,6 @@ async fn a_restarted_agent_adopts_running_pods() {
     let runtime_dir = c.dir.path().join("agent/runtime/containers");
     let containers = std::fs::read_dir(&runtime_dir).expect("containers").count();
     assert_eq!(containers, 1, "nothing started twice");
-    c.client
-        .api::<Pod>("default")
-        .delete("long", &DeleteParams::default())
-        .await
-        .expect("delete");
-    inproc::wait_until(Duration::from_secs(20), "the pod is removed", || {
-        let api = c.client.api::<Pod>("default");
-        async move {
-            api.get_opt("long")
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(|_| ())
-        }
-    })
-    .await;
+    c.delete_pod_and_wait("long").await;
     c.shutdown().await;
 }

@@ -204,6 +204,17 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(format!("{}.1", path.display()))
 }
 
+/// Sends `lines` as one chunk (nothing when empty); false once the caller has gone.
+async fn send(tx: &mpsc::Sender<Result<LogsChunk, Status>>, lines: &[String]) -> bool {
+    lines.is_empty()
+        || tx
+            .send(Ok(LogsChunk {
+                data: lines.concat().into(),
+            }))
+            .await
+            .is_ok()
+}
+
 #[tonic::async_trait]
 impl<R: Runtime> Agent for LogService<R> {
     async fn container_logs(
@@ -242,17 +253,7 @@ impl<R: Runtime> Agent for LogService<R> {
         let follow = r.follow && !r.previous;
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
-            if !out.is_empty()
-                && tx
-                    .send(Ok(LogsChunk {
-                        data: out.concat().into(),
-                    }))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            if !follow {
+            if !send(&tx, &out).await || !follow {
                 return;
             }
             loop {
@@ -268,17 +269,7 @@ impl<R: Runtime> Agent for LogService<R> {
                 for rec in &records {
                     lines.push(rec, &mut out);
                 }
-                if !out.is_empty()
-                    && tx
-                        .send(Ok(LogsChunk {
-                            data: out.concat().into(),
-                        }))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                if ended {
+                if !send(&tx, &out).await || ended {
                     return;
                 }
                 tokio::select! {

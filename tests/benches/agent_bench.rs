@@ -31,7 +31,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use api::rref;
-use flotilla_proto::api::{ListRequest, WatchRequest};
 use serde_json::json;
 use server_process::{ServerProcess, hist, knob, ms, rss_mib};
 
@@ -148,28 +147,9 @@ async fn pod_startup(pods: usize, results: &mut Vec<String>) {
     })
     .await;
 
-    let rv = c
-        .list_with(
-            rref("v1", "pods", "default", ""),
-            ListRequest {
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("list")
-        .resource_version;
     let mut watch = c
-        .watch(
-            rref("v1", "pods", "default", ""),
-            WatchRequest {
-                resource_version: rv,
-                field_selector: "status.phase=Running".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("watch");
+        .watch_from_now(rref("v1", "pods", "default", ""), "status.phase=Running")
+        .await;
     let follower = tokio::spawn(async move {
         let mut seen: HashMap<String, ()> = HashMap::new();
         let mut latency = hist();

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use api::rref;
 use cluster::{ClusterOptions, Flavor, ProcessCluster};
-use flotilla_proto::api::{ListRequest, WatchRequest};
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use scheduler::cache::{Cache, Snapshot};
@@ -160,29 +159,10 @@ async fn end_to_end(store: &str, nodes: usize, pods: usize) -> E2e {
 
     // A watch from now on notes each pod's first binding.
     let watcher = server.client().await;
-    let rv = watcher
-        .list_with(
-            rref("v1", "pods", "default", ""),
-            ListRequest {
-                limit: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("list")
-        .resource_version;
+    // Only bound pods: a pod enters the selection (ADDED) when it is bound.
     let mut watch = watcher
-        .watch(
-            rref("v1", "pods", "default", ""),
-            WatchRequest {
-                resource_version: rv,
-                // Only bound pods: a pod enters the selection (ADDED) when it is bound.
-                field_selector: "spec.nodeName!=".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("watch");
+        .watch_from_now(rref("v1", "pods", "default", ""), "spec.nodeName!=")
+        .await;
     let follower = tokio::spawn(async move {
         let mut bound: HashMap<String, ()> = HashMap::new();
         let mut latency = hist();

@@ -373,6 +373,32 @@ impl Client {
         let stream = self.inner.clone().watch(self.req(req)).await?.into_inner();
         Ok(Watch { stream })
     }
+
+    /// Watches `r`'s objects matching `field_selector` from the current resourceVersion:
+    /// only what happens from now on.
+    pub async fn watch_from_now(&self, r: ResourceRef, field_selector: &str) -> Watch {
+        let rv = self
+            .list_with(
+                r.clone(),
+                ListRequest {
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list")
+            .resource_version;
+        self.watch(
+            r,
+            WatchRequest {
+                resource_version: rv,
+                field_selector: field_selector.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("watch")
+    }
 }
 
 /// A watch stream.
