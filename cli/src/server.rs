@@ -57,6 +57,9 @@ pub struct ServerArgs {
     /// The in-process scheduler's configuration file (KubeSchedulerConfiguration).
     #[arg(long, value_name = "FILE", conflicts_with = "no_scheduler")]
     pub scheduler_config: Option<PathBuf>,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    pub no_controllers: bool,
     /// Also run a node agent in this process (process runtime, data under
     /// <data-dir>/agent), so that one command gives a cluster that runs pods.
     #[arg(long)]
@@ -191,6 +194,7 @@ pub async fn run_control_plane(
     listen: SocketAddr,
     scheduler: Option<scheduler::config::Configuration>,
     local_agent: Option<agent::run::AgentConfig>,
+    with_controllers: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControlPlaneError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -222,6 +226,17 @@ pub async fn run_control_plane(
             stop_rx.clone(),
         )));
         tracing::info!("scheduler running in-process");
+    }
+    if with_controllers {
+        let client = flotilla_client::Client::new(&resolved)
+            .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
+        tasks.push(tokio::spawn(controller::manager::run(
+            client,
+            format!("{}-{}", hostname(), server.addr),
+            Default::default(),
+            stop_rx.clone(),
+        )));
+        tracing::info!("controllers running in-process");
     }
     if let Some(agent_cfg) = local_agent {
         let client = flotilla_client::Client::new(&resolved)

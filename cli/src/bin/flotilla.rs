@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => {
             logging::init(&args.log_level);
+            let with_controllers = !args.no_controllers;
             let checked = args.scheduler_configuration().and_then(|sched| {
                 let agent = args.local_agent_config()?;
                 Ok((sched, agent, args.into_config()?))
@@ -90,6 +91,7 @@ fn main() -> ExitCode {
                 listen,
                 scheduler,
                 local_agent,
+                with_controllers,
                 signals::shutdown(),
             )) {
                 Ok(()) => ExitCode::SUCCESS,

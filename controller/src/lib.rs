@@ -1,0 +1,14 @@
+//! The Flotilla controller manager (being built): controllers that keep the cluster's
+//! state at what the objects ask for, on the shared informers and work queue, behind one
+//! Lease-based leader election.
+//!
+//! - [`manager`]: runs the controllers while this process leads
+//! - [`replicaset`]: keeps `replicas` pods matching a ReplicaSet's selector
+//! - [`expectations`]: creations and deletions in flight, so bursts of events never
+//!   cause over- or under-shooting
+//! - [`selector`]: label selectors as Kubernetes evaluates them
+
+pub mod expectations;
+pub mod manager;
+pub mod replicaset;
+pub mod selector;

@@ -1,0 +1,203 @@
+//! The controller manager against a running API server: the ReplicaSet controller creates,
+//! adopts, releases and deletes pods to keep `replicas`, never overshooting, and reports
+//! its status.
+
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/inproc.rs"]
+mod inproc;
+
+use std::time::Duration;
+
+use api::{ApiHarness, StoreSetup};
+use flotilla_client::{Client, ListParams, Patch};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+fn rs(name: &str, replicas: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}
+            }
+        }
+    })
+}
+
+async fn owned_by(c: &Client, rs: &str) -> Vec<Pod> {
+    let uid = c
+        .api::<ReplicaSet>("default")
+        .get(rs)
+        .await
+        .ok()
+        .and_then(|r| r.metadata.uid)
+        .unwrap_or_default();
+    c.api::<Pod>("default")
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .collect()
+}
+
+async fn settles_at(c: &Client, rs: &str, n: usize) -> Vec<Pod> {
+    inproc::wait_until(
+        Duration::from_secs(20),
+        &format!("{rs} has {n} pods"),
+        || {
+            let c = c.clone();
+            let rs = rs.to_string();
+            async move {
+                let pods = owned_by(&c, &rs).await;
+                let status = c.api::<ReplicaSet>("default").get(&rs).await.ok()?.status?;
+                (pods.len() == n && status.replicas as usize == n).then_some(pods)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_sets_keep_their_replicas() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+        .expect("kubeconfig")
+        .resolve(None)
+        .expect("context");
+    let client = Client::new(&resolved).expect("client");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let manager = tokio::spawn(controller::manager::run(
+        client.clone(),
+        "test".into(),
+        Default::default(),
+        stop_rx,
+    ));
+    let j = h.client().await;
+
+    // A burst of 20: exactly 20 are created, never more.
+    j.create("apps/v1", "replicasets", "default", &rs("web", 20))
+        .await
+        .expect("replicaset");
+    settles_at(&client, "web", 20).await;
+    let all = client
+        .api::<Pod>("default")
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items;
+    assert_eq!(all.len(), 20, "no pod created twice");
+    let generation = client
+        .api::<ReplicaSet>("default")
+        .get("web")
+        .await
+        .expect("rs")
+        .metadata
+        .generation;
+    let status = inproc::wait_until(Duration::from_secs(10), "observedGeneration", || {
+        let c = client.clone();
+        async move {
+            c.api::<ReplicaSet>("default")
+                .get("web")
+                .await
+                .ok()?
+                .status
+                .filter(|s| s.observed_generation == generation)
+        }
+    })
+    .await;
+    assert_eq!(status.fully_labeled_replicas, Some(20));
+
+    // Scale down: the surplus goes.
+    client
+        .api::<ReplicaSet>("default")
+        .patch("web", &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .expect("scale");
+    settles_at(&client, "web", 3).await;
+
+    // An orphan that matches is adopted (and, being one too many, one pod goes).
+    j.create(
+        "v1",
+        "pods",
+        "default",
+        &json!({"metadata": {"name": "stray", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "x:1"}]}}),
+    )
+    .await
+    .expect("orphan");
+    let pods = settles_at(&client, "web", 3).await;
+    let stray = client
+        .api::<Pod>("default")
+        .get_opt("stray")
+        .await
+        .expect("get");
+    if let Some(s) = stray {
+        assert!(
+            s.metadata.deletion_timestamp.is_some()
+                || pods
+                    .iter()
+                    .any(|p| p.metadata.name.as_deref() == Some("stray")),
+            "the orphan was adopted"
+        );
+    }
+
+    // A pod relabeled out of the selector is released and replaced.
+    let victim = pods[0].metadata.name.clone().expect("name");
+    client
+        .api::<Pod>("default")
+        .patch(
+            &victim,
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "debug"}}})),
+        )
+        .await
+        .expect("relabel");
+    let pods = settles_at(&client, "web", 3).await;
+    assert!(
+        pods.iter()
+            .all(|p| p.metadata.name.as_deref() != Some(victim.as_str()))
+    );
+    let released = client
+        .api::<Pod>("default")
+        .get(&victim)
+        .await
+        .expect("still there");
+    assert!(
+        released
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "released, not deleted"
+    );
+
+    // Deleted pods are replaced.
+    let gone = pods[1].metadata.name.clone().expect("name");
+    client
+        .api::<Pod>("default")
+        .delete(&gone, &Default::default())
+        .await
+        .expect("delete");
+    settles_at(&client, "web", 3).await;
+
+    stop.send_replace(true);
+    manager.await.expect("the manager stops");
+    h.shutdown().await;
+}
