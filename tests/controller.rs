@@ -169,11 +169,22 @@ async fn replica_sets_keep_their_replicas() {
         )
         .await
         .expect("relabel");
-    let pods = settles_at(&client, "web", 3).await;
-    assert!(
-        pods.iter()
-            .all(|p| p.metadata.name.as_deref() != Some(victim.as_str()))
-    );
+    inproc::wait_until(
+        Duration::from_secs(20),
+        "the relabeled pod is released and replaced",
+        || {
+            let (c, victim) = (client.clone(), victim.clone());
+            async move {
+                let pods = owned_by(&c, "web").await;
+                (pods.len() == 3
+                    && pods
+                        .iter()
+                        .all(|p| p.metadata.name.as_deref() != Some(victim.as_str())))
+                .then_some(pods)
+            }
+        },
+    )
+    .await;
     let released = client
         .api::<Pod>("default")
         .get(&victim)
@@ -187,6 +198,56 @@ async fn replica_sets_keep_their_replicas() {
             .is_empty(),
         "released, not deleted"
     );
+
+    // flotctl scale, through the scale subresource.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["scale", "rs/web", "--replicas", "5"])
+        .output()
+        .expect("flotctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "replicaset.apps/web scaled\n"
+    );
+    settles_at(&client, "web", 5).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "scale",
+            "replicaset",
+            "web",
+            "--replicas",
+            "3",
+            "--current-replicas",
+            "4",
+        ])
+        .output()
+        .expect("flotctl runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Expected replicas to be 4, was 5"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["scale", "rs", "web", "--replicas", "3"])
+        .output()
+        .expect("flotctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods = settles_at(&client, "web", 3).await;
 
     // Deleted pods are replaced.
     let gone = pods[1].metadata.name.clone().expect("name");

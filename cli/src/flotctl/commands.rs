@@ -77,6 +77,20 @@ pub struct MetaArgs {
     pub overwrite: bool,
 }
 
+/// `scale` flags.
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// TYPE NAME, or TYPE/NAME (replicasets, deployments).
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// The new number of replicas.
+    #[arg(long)]
+    pub replicas: i32,
+    /// Only if the current number of replicas is this (-1: any).
+    #[arg(long, default_value_t = -1)]
+    pub current_replicas: i32,
+}
+
 /// `config` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCommand {
@@ -384,6 +398,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         },
         Command::Edit(a) => edit(g, a).await,
         Command::Logs(a) => logs(g, a).await,
+        Command::Scale(a) => scale(g, a).await,
         Command::Describe(a) => describe(g, a).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
@@ -872,6 +887,44 @@ fn one_target(args: &[String]) -> Result<(String, String, Vec<String>), CommandE
             "error: you must specify the type and name of a resource".into(),
         )),
     }
+}
+
+async fn scale(g: &Global, a: &ScaleArgs) -> Result<(), CommandError> {
+    let (ty, name, rest) = one_target(&a.args)?;
+    if !rest.is_empty() {
+        return Err(CommandError(format!(
+            "error: unexpected arguments: {}",
+            rest.join(" ")
+        )));
+    }
+    if a.replicas < 0 {
+        return Err(CommandError(
+            "error: The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0".into(),
+        ));
+    }
+    let s = Session::open(g).await?;
+    let info = s.resolve(&ty)?;
+    let api = s.client.dynamic(
+        &info.api_version,
+        &info.resource,
+        &s.namespace_for(info, None),
+    );
+    let current = api.get_sub(&name, "scale", "").await?;
+    if a.current_replicas >= 0
+        && current["spec"]["replicas"].as_i64() != Some(i64::from(a.current_replicas))
+    {
+        return Err(CommandError(format!(
+            "error: Expected replicas to be {}, was {}",
+            a.current_replicas,
+            current["spec"]["replicas"].as_i64().unwrap_or(0)
+        )));
+    }
+    let mut scale = current;
+    scale["spec"]["replicas"] = serde_json::json!(a.replicas);
+    // Replacing the scale carries its resourceVersion: a concurrent change is a conflict.
+    api.update(&scale, "scale", false).await?;
+    println!("{} scaled", super::printer::qualified_name(info, &name));
+    Ok(())
 }
 
 async fn patch(g: &Global, a: &PatchArgs) -> Result<(), CommandError> {

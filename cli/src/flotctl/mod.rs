@@ -59,6 +59,8 @@ pub enum Command {
     Edit(commands::EditArgs),
     /// Print a container's log (-f to follow it).
     Logs(commands::LogsArgs),
+    /// Set the number of replicas of a ReplicaSet or Deployment.
+    Scale(commands::ScaleArgs),
     /// Delete resources by file, by name or by label selector.
     Delete(commands::DeleteArgs),
     /// Replace resources from files (a stale resourceVersion is a conflict).
