@@ -262,3 +262,113 @@ async fn replica_sets_keep_their_replicas() {
     manager.await.expect("the manager stops");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_owner_deletes_its_dependents() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+        .expect("kubeconfig")
+        .resolve(None)
+        .expect("context");
+    let client = Client::new(&resolved).expect("client");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let manager = tokio::spawn(controller::manager::run(
+        client.clone(),
+        "test".into(),
+        Default::default(),
+        stop_rx,
+    ));
+    let j = h.client().await;
+    j.create("apps/v1", "replicasets", "default", &rs("doomed", 2))
+        .await
+        .expect("replicaset");
+    j.create("apps/v1", "replicasets", "default", &rs("keeper", 0))
+        .await
+        .expect("replicaset");
+    let pods = settles_at(&client, "doomed", 2).await;
+    // One pod also belongs to `keeper` (not as its controller): when `doomed` goes, that
+    // pod stays, and only its reference to `doomed` is dropped.
+    let keeper_uid = client
+        .api::<ReplicaSet>("default")
+        .get("keeper")
+        .await
+        .expect("keeper")
+        .metadata
+        .uid
+        .expect("uid");
+    let shared = pods[0].metadata.name.clone().expect("name");
+    let mut refs = pods[0]
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    refs.push(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "keeper".into(),
+            uid: keeper_uid.clone(),
+            controller: None,
+            block_owner_deletion: None,
+        },
+    );
+    client
+        .api::<Pod>("default")
+        .patch(
+            &shared,
+            &Patch::Merge(json!({"metadata": {"ownerReferences": refs}})),
+        )
+        .await
+        .expect("second owner");
+
+    client
+        .api::<ReplicaSet>("default")
+        .delete("doomed", &Default::default())
+        .await
+        .expect("delete the owner");
+    let left = inproc::wait_until(
+        Duration::from_secs(20),
+        "the dependents are collected",
+        || {
+            let c = client.clone();
+            async move {
+                let pods = c
+                    .api::<Pod>("default")
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items;
+                (pods.len() == 1).then_some(pods)
+            }
+        },
+    )
+    .await;
+    let survivor = &left[0];
+    assert_eq!(survivor.metadata.name.as_deref(), Some(shared.as_str()));
+    let owners: Vec<String> = inproc::wait_until(
+        Duration::from_secs(20),
+        "the dangling reference is dropped",
+        || {
+            let c = client.clone();
+            let shared = shared.clone();
+            async move {
+                let p = c.api::<Pod>("default").get(&shared).await.ok()?;
+                let owners: Vec<String> = p
+                    .metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|o| o.uid)
+                    .collect();
+                (owners.len() == 1).then_some(owners)
+            }
+        },
+    )
+    .await;
+    assert_eq!(owners, vec![keeper_uid]);
+
+    stop.send_replace(true);
+    manager.await.expect("the manager stops");
+    h.shutdown().await;
+}

@@ -4,11 +4,13 @@
 //!
 //! - [`manager`]: runs the controllers while this process leads
 //! - [`replicaset`]: keeps `replicas` pods matching a ReplicaSet's selector
+//! - [`garbage_collector`]: deletes what nobody owns any more (background deletion)
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
 //! - [`selector`]: label selectors as Kubernetes evaluates them
 
 pub mod expectations;
+pub mod garbage_collector;
 pub mod manager;
 pub mod replicaset;
 pub mod selector;

@@ -28,10 +28,13 @@ pub async fn run(
     if led {
         tracing::info!(identity = %identity, "leading: controllers running");
         let (stop, stop_rx) = watch::channel(false);
-        let controllers = [tokio::spawn(crate::replicaset::run(
-            client.clone(),
-            stop_rx.clone(),
-        ))];
+        let controllers = [
+            tokio::spawn(crate::replicaset::run(client.clone(), stop_rx.clone())),
+            tokio::spawn(crate::garbage_collector::run(
+                client.clone(),
+                stop_rx.clone(),
+            )),
+        ];
         tokio::select! {
             _ = outer.wait_for(|s| *s) => {}
             _ = leading.wait_for(|l| !*l) => tracing::warn!("lost leadership: stopping the controllers"),

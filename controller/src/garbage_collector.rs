@@ -1,0 +1,201 @@
+//! The garbage collector (background deletion, Kubernetes' default): an object whose every
+//! owner is gone is deleted; an object that lost only some owners has those references
+//! removed. Owners are checked against the API server, not only the cache, so an owner
+//! created a moment ago is never mistaken for a missing one. Foreground and orphan
+//! deletion are not built yet.
+//!
+//! Dependents watched: Pods (owned by ReplicaSets and others) and ReplicaSets (owned by
+//! Deployments).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_client::informer::{by_owner, key_of};
+use flotilla_client::{
+    Change, Client, ClientError, DeleteParams, Informer, ListParams, Patch, Store, WorkQueue,
+};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// A dependent, as the queue holds it: (resource, namespace/name).
+type Item = (&'static str, String);
+
+/// The API resource (version, plural) of an owner kind, for the kinds known here.
+fn resource_of(owner: &OwnerReference) -> Option<(&'static str, &'static str)> {
+    Some(match (owner.api_version.as_str(), owner.kind.as_str()) {
+        ("apps/v1", "ReplicaSet") => ("apps/v1", "replicasets"),
+        ("apps/v1", "Deployment") => ("apps/v1", "deployments"),
+        ("apps/v1", "StatefulSet") => ("apps/v1", "statefulsets"),
+        ("apps/v1", "DaemonSet") => ("apps/v1", "daemonsets"),
+        ("v1", "Pod") => ("v1", "pods"),
+        ("v1", "ReplicationController") => ("v1", "replicationcontrollers"),
+        _ => return None,
+    })
+}
+
+struct Collector {
+    client: Client,
+    pods: Store<Pod>,
+    sets: Store<ReplicaSet>,
+    queue: Arc<WorkQueue<Item>>,
+}
+
+fn has_owners(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .as_ref()
+        .is_some_and(|o| !o.is_empty())
+}
+
+/// Runs until `shutdown` flips.
+pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+    let queue: Arc<WorkQueue<Item>> =
+        WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
+    let pods_informer = {
+        let q = queue.clone();
+        Informer::new(client.api::<Pod>(""), ListParams::default())
+            .with_index("owner", by_owner)
+            .on_change(move |c| {
+                if let Change::Added(p) | Change::Updated { new: p, .. } = c
+                    && has_owners(&p.metadata)
+                {
+                    q.add(("pods", key_of(&p.metadata)));
+                }
+            })
+    };
+    let pods = pods_informer.store();
+    let sets_informer = {
+        let (q, pods) = (queue.clone(), pods.clone());
+        Informer::new(client.api::<ReplicaSet>(""), ListParams::default())
+            .with_index("owner", by_owner)
+            .on_change(move |c| match c {
+                Change::Added(rs) | Change::Updated { new: rs, .. } => {
+                    if has_owners(&rs.metadata) {
+                        q.add(("replicasets", key_of(&rs.metadata)));
+                    }
+                }
+                // Its pods may now be orphans.
+                Change::Deleted(rs) => {
+                    let uid = rs.metadata.uid.clone().unwrap_or_default();
+                    for p in pods.by_index("owner", &uid) {
+                        q.add(("pods", key_of(&p.metadata)));
+                    }
+                }
+            })
+    };
+    let sets = sets_informer.store();
+    let deployments_informer = {
+        let (q, sets) = (queue.clone(), sets.clone());
+        Informer::new(client.api::<Deployment>(""), ListParams::default()).on_change(move |c| {
+            if let Change::Deleted(d) = c {
+                let uid = d.metadata.uid.clone().unwrap_or_default();
+                for rs in sets.by_index("owner", &uid) {
+                    q.add(("replicasets", key_of(&rs.metadata)));
+                }
+            }
+        })
+    };
+    let tasks = [
+        tokio::spawn(pods_informer.run(shutdown.clone())),
+        tokio::spawn(sets_informer.run(shutdown.clone())),
+        tokio::spawn(deployments_informer.run(shutdown.clone())),
+    ];
+    let gc = Arc::new(Collector {
+        client,
+        pods,
+        sets,
+        queue: queue.clone(),
+    });
+    gc.pods.wait_until_ready().await;
+    gc.sets.wait_until_ready().await;
+    let worker = {
+        let gc = gc.clone();
+        tokio::spawn(async move {
+            while let Some(item) = gc.queue.get().await {
+                match gc.collect(&item).await {
+                    Ok(()) => gc.queue.forget(&item),
+                    Err(e) => {
+                        tracing::warn!(object = %item.1, error = %e, "garbage collection failed; retrying");
+                        gc.queue.add_rate_limited(item.clone());
+                    }
+                }
+                gc.queue.done(&item);
+            }
+        })
+    };
+    let mut stop = shutdown.clone();
+    let _ = stop.wait_for(|s| *s).await;
+    queue.shut_down();
+    let _ = worker.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+impl Collector {
+    /// Deletes the dependent if all its owners are gone; drops the references to the gone
+    /// ones otherwise.
+    async fn collect(&self, (resource, key): &Item) -> Result<(), ClientError> {
+        let meta = match *resource {
+            "pods" => self.pods.get(key).map(|p| p.metadata.clone()),
+            _ => self.sets.get(key).map(|r| r.metadata.clone()),
+        };
+        let Some(meta) = meta else {
+            return Ok(());
+        };
+        if meta.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let refs = meta.owner_references.clone().unwrap_or_default();
+        let mut alive = Vec::new();
+        for r in &refs {
+            let Some((version, plural)) = resource_of(r) else {
+                // Unknown kinds are presumed alive: never delete on a guess.
+                alive.push(r.clone());
+                continue;
+            };
+            // Owners live in the dependent's namespace (or are cluster-scoped; none of
+            // the kinds above are).
+            match self
+                .client
+                .dynamic(version, plural, &ns)
+                .get(&r.name, "")
+                .await
+            {
+                Ok(o) if o["metadata"]["uid"].as_str() == Some(r.uid.as_str()) => {
+                    alive.push(r.clone())
+                }
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if alive.len() == refs.len() {
+            return Ok(());
+        }
+        let api = self.client.dynamic(
+            if *resource == "pods" { "v1" } else { "apps/v1" },
+            resource,
+            &ns,
+        );
+        let outcome = if alive.is_empty() {
+            let params = DeleteParams {
+                precondition_uid: meta.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            tracing::info!(resource, object = %key, "deleting: its owners are gone");
+            api.delete(&name, &params).await.map(|_| ())
+        } else {
+            let patch = Patch::Merge(json!({"metadata": {"ownerReferences": alive}}));
+            api.patch(&name, "", &patch, false).await.map(|_| ())
+        };
+        match outcome {
+            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+            other => other,
+        }
+    }
+}
