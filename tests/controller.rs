@@ -372,3 +372,48 @@ async fn deleting_an_owner_deletes_its_dependents() {
     manager.await.expect("the manager stops");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flotilla_controller_runs_the_controllers_as_its_own_process() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
+        .expect("kubeconfig")
+        .resolve(None)
+        .expect("context");
+    let client = Client::new(&resolved).expect("client");
+    let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--log-level", "warn"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("flotilla controller starts");
+    h.client()
+        .await
+        .create("apps/v1", "replicasets", "default", &rs("solo", 2))
+        .await
+        .expect("replicaset");
+    settles_at(&client, "solo", 2).await;
+    let lease = h
+        .client()
+        .await
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "kube-system",
+            controller::manager::LEASE,
+        )
+        .await
+        .expect("the manager's lease");
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| h.ends_with(&format!("-{}", process.id()))),
+        "{lease}"
+    );
+    let _ = process.kill();
+    let _ = process.wait();
+    h.shutdown().await;
+}

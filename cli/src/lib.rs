@@ -2,6 +2,7 @@
 //! `run(config, shutdown)`; everything else lives in those crates.
 //!
 //! - [`agent`]: `flotilla agent`, the node agent
+//! - [`controller`]: `flotilla controller`, the controller manager as its own process
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
 //! - [`hollow`]: `flotilla hollow-nodes`, simulated nodes for scale tests
 //! - [`flotctl`]: the `flotctl` command line
@@ -11,6 +12,7 @@
 //! - [`logging`]: the tracing subscriber every daemon uses
 
 pub mod agent;
+pub mod controller;
 pub mod etcd;
 pub mod flotctl;
 pub mod hollow;

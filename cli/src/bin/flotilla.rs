@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::{
-    agent::AgentArgs, etcd::EtcdArgs, hollow::HollowArgs, logging, scheduler::SchedulerArgs,
-    server::ServerArgs, signals,
+    agent::AgentArgs, controller::ControllerArgs, etcd::EtcdArgs, hollow::HollowArgs, logging,
+    scheduler::SchedulerArgs, server::ServerArgs, signals,
 };
 
 /// The daemons allocate many small short-lived buffers (gRPC frames, raft messages) across
@@ -29,6 +29,9 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Run the scheduler against an API server (flotilla server runs one in-process).
     Scheduler(Box<SchedulerArgs>),
+    /// Run the controller manager against an API server (flotilla server runs one
+    /// in-process).
+    Controller(Box<ControllerArgs>),
     /// Run the node agent: register this machine and run the pods bound to it.
     Agent(Box<AgentArgs>),
     /// Simulate many nodes in one process (scale tests only): real agents over a runtime
@@ -110,6 +113,19 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flotilla agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Controller(args) => {
+            logging::init(&args.log_level);
+            let Some(runtime) = runtime("controller") else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(flotilla_cli::controller::run(*args, signals::shutdown())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flotilla controller: {e}");
                     ExitCode::FAILURE
                 }
             }
