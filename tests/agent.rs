@@ -49,12 +49,7 @@ fn agent_config(dir: &Path) -> AgentConfig {
 impl Cluster {
     async fn start() -> Self {
         let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
-        let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-        let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-            .expect("kubeconfig")
-            .resolve(None)
-            .expect("context");
-        let client = Client::new(&resolved).expect("client");
+        let client = h.admin_client();
         let (stop, stop_rx) = watch::channel(false);
         let scheduler = tokio::spawn(scheduler::run(client.clone(), Default::default(), stop_rx));
         let mut c = Cluster {

@@ -124,12 +124,7 @@ async fn the_server_stops_promptly_with_watches_open() {
         .await
         .expect("watch");
     // An informer re-opens its watch as soon as one ends, while the server is stopping.
-    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
-    let client = flotilla_client::Client::new(&resolved).expect("client");
+    let client = h.admin_client();
     let informer = flotilla_client::Informer::new(
         client.api::<k8s_openapi::api::core::v1::Pod>(""),
         Default::default(),

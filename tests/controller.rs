@@ -78,11 +78,7 @@ async fn settles_at(c: &Client, rs: &str, n: usize) -> Vec<Pod> {
 async fn replica_sets_keep_their_replicas() {
     let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
     let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
-    let client = Client::new(&resolved).expect("client");
+    let client = h.admin_client();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let manager = tokio::spawn(controller::manager::run(
         client.clone(),
@@ -266,12 +262,7 @@ async fn replica_sets_keep_their_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_owner_deletes_its_dependents() {
     let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
-    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
-    let client = Client::new(&resolved).expect("client");
+    let client = h.admin_client();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let manager = tokio::spawn(controller::manager::run(
         client.clone(),
@@ -377,11 +368,7 @@ async fn deleting_an_owner_deletes_its_dependents() {
 async fn flotilla_controller_runs_the_controllers_as_its_own_process() {
     let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
     let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
-    let client = Client::new(&resolved).expect("client");
+    let client = h.admin_client();
     let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .arg("controller")
         .arg("--kubeconfig")

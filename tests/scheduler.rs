@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use api::{ApiHarness, Client as JsonClient, StoreSetup};
-use flotilla_client::{Client, ListParams};
+use flotilla_client::ListParams;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use rand::Rng;
 use scheduler::resources::{Resources, node_allocatable, pod_requests};
@@ -58,12 +58,7 @@ async fn pods_are_bound_where_they_fit_and_told_why_when_nowhere() {
     c.create("v1", "nodes", "", &node_with("sick", "16", "4Gi", "False"))
         .await
         .expect("node");
-    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
-    let client = flotilla_client::Client::new(&resolved).expect("client");
+    let client = h.admin_client();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(scheduler::run(
         client,
@@ -151,11 +146,6 @@ async fn of_two_schedulers_only_the_leader_acts() {
     c.create("v1", "nodes", "", &node("n1", "4"))
         .await
         .expect("node");
-    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
     let timing = flotilla_client::LeaderConfig {
         lease_duration: Duration::from_secs(1),
         renew_deadline: Duration::from_millis(800),
@@ -164,7 +154,7 @@ async fn of_two_schedulers_only_the_leader_acts() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for id in ["s1", "s2"] {
-        let client = flotilla_client::Client::new(&resolved).expect("client");
+        let client = h.admin_client();
         let cfg = scheduler::SchedulerConfig {
             leader_election: Some((id.to_string(), timing.clone())),
             ..Default::default()
@@ -198,15 +188,6 @@ async fn of_two_schedulers_only_the_leader_acts() {
         t.await.expect("a scheduler stops");
     }
     h.shutdown().await;
-}
-
-fn admin_client(h: &ApiHarness) -> Client {
-    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
-    let resolved = flotilla_client::Kubeconfig::read(&kubeconfig)
-        .expect("kubeconfig")
-        .resolve(None)
-        .expect("context");
-    Client::new(&resolved).expect("client")
 }
 
 /// Creates `count` pods named `<prefix>-<i>` from `make`, 16 at a time.
@@ -274,7 +255,7 @@ async fn ten_thousand_pods_on_five_hundred_nodes_never_overcommit() {
         .await
         .expect("node");
     }
-    let client = admin_client(&h);
+    let client = h.admin_client();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(scheduler::run(
         client.clone(),
@@ -417,7 +398,7 @@ async fn a_standby_takes_over_from_a_killed_leader_and_binds_nothing_twice() {
         .await
         .expect("node");
     }
-    let client = admin_client(&h);
+    let client = h.admin_client();
     let pods_api = client.api::<Pod>("default");
 
     // Every binding the API server ever shows, pod by pod: a pod bound twice would show a

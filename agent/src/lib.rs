@@ -7,7 +7,7 @@
 //! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports
-//! - [`probe`]: liveness, readiness and startup probes; [`events`]: Events on pods
+//! - [`probe`]: liveness, readiness and startup probes
 //! - [`env`]: a container's environment; [`resources`]: its cgroup limits
 //! - [`cgroup`]: confinement and OOM detection
 //! - [`runtime`]: the interface (sandboxes, containers, logs, exec)
@@ -18,7 +18,6 @@
 pub mod cgroup;
 pub mod cri_log;
 pub mod env;
-pub mod events;
 pub mod heartbeat;
 pub mod logs;
 pub mod node;

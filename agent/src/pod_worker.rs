@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_client::events::Recorder;
 use flotilla_client::{Client, DeleteParams, Patch};
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::events;
 use crate::probe::{Kind, Prober};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
@@ -52,6 +52,19 @@ pub struct Context<R> {
     pub log_root: PathBuf,
 }
 
+impl<R> Context<R> {
+    /// Records an Event about `pod`, signed by this node's agent.
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
+        let recorder = Recorder {
+            component: "flotilla-agent",
+            host: Some(&self.node_name),
+        };
+        recorder
+            .record(&self.client, pod, type_, reason, message)
+            .await;
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     delay: Duration,
@@ -64,6 +77,7 @@ struct State {
     backoff: HashMap<String, Backoff>,
     last: Option<PodStatus>,
     probes: HashMap<String, ContainerProbes>,
+    sandbox: Option<String>,
 }
 
 /// The probes of one container instance (a new instance starts them afresh).
@@ -175,9 +189,7 @@ async fn probe_once<R: Runtime>(
 ) {
     let outcome = p.run(ctx.runtime.as_ref(), &latest.id, ip, c).await;
     if let Err(why) = &outcome {
-        events::record(
-            &ctx.client,
-            &ctx.node_name,
+        ctx.event(
             pod,
             "Warning",
             "Unhealthy",
@@ -430,7 +442,7 @@ async fn reconcile_container<R: Runtime>(
             view.ready = ready;
             wake = next;
             if let Some(why) = kill {
-                events::record(&ctx.client, &ctx.node_name, pod, "Normal", "Killing", &why).await;
+                ctx.event(pod, "Normal", "Killing", &why).await;
                 ctx.runtime
                     .stop_container(&latest.id, grace_of(pod))
                     .await?;
@@ -510,11 +522,23 @@ async fn sync<R: Runtime>(
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
 
-    let sandboxes = ctx.runtime.list_pod_sandboxes().await?;
-    let sandbox = match sandboxes
-        .into_iter()
-        .find(|s| s.config.uid == uid && s.state == SandboxState::Ready)
-    {
+    // The sandbox this worker made or found before, read alone; the list only when there
+    // is none yet (a new pod, or a restarted agent adopting one).
+    let known = match state.sandbox.as_deref() {
+        Some(id) => ctx.runtime.pod_sandbox_status(id).await.ok(),
+        None => None,
+    };
+    let found = match known {
+        Some(s) => Some(s),
+        None => ctx
+            .runtime
+            .list_pod_sandboxes()
+            .await?
+            .into_iter()
+            .find(|s| s.config.uid == uid && s.state == SandboxState::Ready),
+    }
+    .filter(|s| s.config.uid == uid && s.state == SandboxState::Ready);
+    let sandbox = match found {
         Some(s) => s,
         None if already_done => return Ok(RESYNC * 10),
         None => {
@@ -541,6 +565,7 @@ async fn sync<R: Runtime>(
             ctx.runtime.pod_sandbox_status(&id).await?
         }
     };
+    state.sandbox = Some(sandbox.id.clone());
     let instances = by_name(ctx.runtime.list_containers(Some(&sandbox.id)).await?);
     let none: Vec<ContainerStatus> = Vec::new();
     let mut view = PodView {

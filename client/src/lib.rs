@@ -6,12 +6,14 @@
 //!   (any k8s-openapi type)
 //! - [`error`]: the server's statuses and the kubeconfig's unusable TLS values as typed enums
 //! - `tls`: https servers (CA, client certificate, insecure-skip-tls-verify)
+//! - [`events`]: recording Events about objects
 //! - [`informer`]: list + watch into a local cache with indexes and change handlers
 //! - [`leader`]: leader election on a coordination.k8s.io Lease
 //! - [`workqueue`]: a de-duplicating, rate-limited work queue for controllers
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod informer;
 pub mod kubeconfig;
 pub mod leader;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_client::events::Recorder;
 use flotilla_client::informer::{by_namespace, key_of};
 use flotilla_client::{
     Change, Client, ClientError, DeleteParams, Informer, ListParams, Patch, Store, WorkQueue,
@@ -23,6 +24,12 @@ use tokio::sync::watch;
 
 use crate::expectations::Expectations;
 use crate::selector;
+
+/// How the controller signs its Events.
+const EVENTS: Recorder<'static> = Recorder {
+    component: "replicaset-controller",
+    host: None,
+};
 
 /// Most pods created or deleted for one ReplicaSet in one sync.
 pub const BURST: usize = 500;
@@ -458,28 +465,9 @@ impl Controller {
     }
 
     async fn event(&self, rs: &ReplicaSet, type_: &str, reason: &str, message: &str) {
-        let ns = rs.metadata.namespace.clone().unwrap_or_default();
-        let name = rs.metadata.name.clone().unwrap_or_default();
-        let event = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": format!("{name}."), "namespace": ns},
-            "involvedObject": {"kind": "ReplicaSet", "apiVersion": "apps/v1", "namespace": ns, "name": name, "uid": rs.metadata.uid},
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "source": {"component": "replicaset-controller"},
-            "reportingComponent": "replicaset-controller",
-            "count": 1,
-        });
-        if let Err(e) = self
-            .client
-            .dynamic("v1", "events", &ns)
-            .create(&event, false)
-            .await
-        {
-            tracing::debug!(replicaset = %name, error = %e, "could not record an event");
-        }
+        EVENTS
+            .record(&self.client, rs, type_, reason, message)
+            .await;
     }
 }
 

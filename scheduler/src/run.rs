@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use flotilla_client::events::Recorder;
 use flotilla_client::informer::Change;
 use flotilla_client::{Client, Informer, LeaderConfig, LeaderElector, ListParams, Patch};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -20,6 +21,12 @@ use crate::config::Configuration;
 use crate::plugins::PodInfo;
 use crate::profile::{FitError, Profile};
 use crate::queue::SchedulingQueue;
+
+/// How the scheduler signs its Events.
+const SCHEDULER_EVENTS: Recorder<'static> = Recorder {
+    component: "default-scheduler",
+    host: None,
+};
 
 /// Bindings in flight at once: enough that throughput is not one round trip per pod,
 /// bounded so a burst of pods cannot pile up unbounded requests.
@@ -277,23 +284,7 @@ async fn record_failure(client: &Client, pod: &Pod, fit: &FitError) {
     if let Err(e) = client.api::<Pod>(&ns).patch_status(&name, &patch).await {
         tracing::debug!(pod = %name, error = %e, "could not set PodScheduled");
     }
-    let event = json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": pod.metadata.uid},
-        "reason": "FailedScheduling",
-        "message": message,
-        "type": "Warning",
-        "source": {"component": "default-scheduler"},
-        "reportingComponent": "default-scheduler",
-        "count": 1,
-    });
-    if let Err(e) = client
-        .dynamic("v1", "events", &ns)
-        .create(&event, false)
-        .await
-    {
-        tracing::warn!(pod = %name, error = %e, "could not record the scheduling failure");
-    }
+    SCHEDULER_EVENTS
+        .record(client, pod, "Warning", "FailedScheduling", &message)
+        .await;
 }

@@ -153,6 +153,16 @@ impl ApiHarness {
         self.process.as_mut().expect("a process-based store")
     }
 
+    /// A typed client with the admin credentials of the server's admin.yaml.
+    pub fn admin_client(&self) -> flotilla_client::Client {
+        let kubeconfig = &self.server.as_ref().expect("running").kubeconfig;
+        let resolved = flotilla_client::Kubeconfig::read(kubeconfig)
+            .expect("admin.yaml reads")
+            .resolve(None)
+            .expect("admin.yaml resolves");
+        flotilla_client::Client::new(&resolved).expect("client")
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! <root>/sandboxes/<id>/sandbox.json      SandboxStatus
+//! <root>/sandboxes/<id>/containers/<cid>  one empty file per container of the sandbox
 //! <root>/containers/<id>/meta.json        sandbox id, config, creation time
 //! <root>/containers/<id>/config.json      what the shim runs
 //! <root>/containers/<id>/shim.json        the shim's pid
@@ -292,6 +293,11 @@ impl Runtime for ProcessRuntime {
         let id = new_id();
         let dir = self.container_dir(&id);
         std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
+        // The sandbox's index of its containers: listing a pod's containers reads only its
+        // own, however many pods the node runs.
+        let index = self.sandbox_dir(sandbox_id).join("containers");
+        std::fs::create_dir_all(&index).map_err(io(index.display()))?;
+        std::fs::write(index.join(&id), b"").map_err(io(index.display()))?;
         let log_path = sandbox.config.log_directory.join(&cfg.log_path);
         write_state(
             &dir,
@@ -403,6 +409,8 @@ impl Runtime for ProcessRuntime {
                 "container {id} is running; stop it first"
             )));
         }
+        let sandbox_id = self.meta(id)?.sandbox_id;
+        let _ = std::fs::remove_file(self.sandbox_dir(&sandbox_id).join("containers").join(id));
         let dir = self.container_dir(id);
         std::fs::remove_dir_all(&dir).map_err(io(dir.display()))
     }
@@ -415,14 +423,23 @@ impl Runtime for ProcessRuntime {
         &self,
         sandbox_id: Option<&str>,
     ) -> Result<Vec<ContainerStatus>, RuntimeError> {
-        let dir = self.root.join("containers");
+        let dir = match sandbox_id {
+            Some(sb) => self.sandbox_dir(sb).join("containers"),
+            None => self.root.join("containers"),
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // A sandbox with no container yet has no index.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(dir.display())(e)),
+        };
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(io(dir.display()))? {
+        for entry in entries {
             let entry = entry.map_err(io(dir.display()))?;
             let id = entry.file_name().to_string_lossy().to_string();
             match self.status_of(&id) {
-                Ok(s) if sandbox_id.is_none_or(|want| s.sandbox_id == want) => out.push(s),
-                Ok(_) | Err(RuntimeError::NotFound(_)) => {}
+                Ok(s) => out.push(s),
+                Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
