@@ -139,21 +139,32 @@ async fn replica_sets_keep_their_replicas() {
     )
     .await
     .expect("orphan");
-    let pods = settles_at(&client, "web", 3).await;
-    let stray = client
-        .api::<Pod>("default")
-        .get_opt("stray")
+    // Adopted: it carries web's controller reference — or it is already gone, which only
+    // web's controller does to a pod (as the surplus, being the newest).
+    let web_uid = client
+        .api::<ReplicaSet>("default")
+        .get("web")
         .await
-        .expect("get");
-    if let Some(s) = stray {
-        assert!(
-            s.metadata.deletion_timestamp.is_some()
-                || pods
+        .expect("web")
+        .metadata
+        .uid;
+    inproc::wait_until(Duration::from_secs(20), "the orphan is adopted", || {
+        let (c, web_uid) = (client.clone(), web_uid.clone());
+        async move {
+            match c.api::<Pod>("default").get_opt("stray").await.ok()? {
+                None => Some(()),
+                Some(p) => p
+                    .metadata
+                    .owner_references
+                    .unwrap_or_default()
                     .iter()
-                    .any(|p| p.metadata.name.as_deref() == Some("stray")),
-            "the orphan was adopted"
-        );
-    }
+                    .any(|o| Some(&o.uid) == web_uid.as_ref() && o.controller == Some(true))
+                    .then_some(()),
+            }
+        }
+    })
+    .await;
+    let pods = settles_at(&client, "web", 3).await;
 
     // A pod relabeled out of the selector is released and replaced.
     let victim = pods[0].metadata.name.clone().expect("name");

@@ -127,9 +127,7 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<
     let cfg = args.to_config()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("--data-dir {}: {e}", cfg.data_dir.display()))?;
-    let kubeconfig =
-        flotilla_client::Kubeconfig::load(args.kubeconfig.as_deref()).map_err(|e| e.to_string())?;
-    let mut resolved = kubeconfig.resolve(None).map_err(|e| e.to_string())?;
+    let mut resolved = crate::component::resolve(args.kubeconfig.as_deref(), None)?;
     if let Some(server) = args.server {
         resolved.server = server;
     }

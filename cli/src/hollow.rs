@@ -45,9 +45,7 @@ pub async fn run(args: HollowArgs, shutdown: impl Future<Output = ()>) -> Result
     if args.count == 0 {
         return Err("--count: must be at least 1".into());
     }
-    let kubeconfig =
-        flotilla_client::Kubeconfig::load(args.kubeconfig.as_deref()).map_err(|e| e.to_string())?;
-    let resolved = kubeconfig.resolve(None).map_err(|e| e.to_string())?;
+    let resolved = crate::component::resolve(args.kubeconfig.as_deref(), None)?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut client = None;

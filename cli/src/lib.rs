@@ -2,6 +2,7 @@
 //! `run(config, shutdown)`; everything else lives in those crates.
 //!
 //! - [`agent`]: `flotilla agent`, the node agent
+//! - [`component`]: reaching the API server, leader-election flags
 //! - [`controller`]: `flotilla controller`, the controller manager as its own process
 //! - [`etcd`]: `flotilla etcd`, an etcd-lite member with etcd's own flags
 //! - [`hollow`]: `flotilla hollow-nodes`, simulated nodes for scale tests
@@ -12,6 +13,7 @@
 //! - [`logging`]: the tracing subscriber every daemon uses
 
 pub mod agent;
+pub mod component;
 pub mod controller;
 pub mod etcd;
 pub mod flotctl;

@@ -1,11 +1,10 @@
 //! `flotilla scheduler`: the scheduler as its own process, a client of the API server.
 
 use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::etcd::parse_duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::component::{LeaderElectArgs, connect, identity};
 use scheduler::SchedulerConfig;
 use scheduler::config::{Configuration, ProfileConfig};
 use scheduler::plugins::node_resources_fit::Strategy;
@@ -47,16 +46,9 @@ pub struct SchedulerArgs {
     /// only the leader schedules.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
-    /// How long a leader's Lease holds after its last renewal (a standby waits this long
-    /// after the leader dies).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub leader_elect_lease_duration: Duration,
-    /// How long the leader keeps trying to renew before it gives up leading.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub leader_elect_renew_deadline: Duration,
-    /// How often candidates try to acquire or renew the Lease.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub leader_elect_retry_period: Duration,
+    /// Leader-election timings.
+    #[command(flatten)]
+    pub leader_election: LeaderElectArgs,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -78,32 +70,11 @@ pub async fn run(args: SchedulerArgs, shutdown: impl Future<Output = ()>) -> Res
             }
         }
     };
-    if args.leader_elect_renew_deadline >= args.leader_elect_lease_duration
-        || args.leader_elect_retry_period >= args.leader_elect_renew_deadline
-    {
-        return Err(
-            "--leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration is required"
-                .into(),
-        );
-    }
-    let cfg =
-        flotilla_client::Kubeconfig::load(args.kubeconfig.as_deref()).map_err(|e| e.to_string())?;
-    let resolved = cfg
-        .resolve(args.context.as_deref())
-        .map_err(|e| e.to_string())?;
-    let client = flotilla_client::Client::new(&resolved).map_err(|e| e.to_string())?;
+    let timing = args.leader_election.to_config()?;
+    let client = connect(args.kubeconfig.as_deref(), args.context.as_deref())?;
     let config = SchedulerConfig {
         configuration,
-        leader_election: args.leader_elect.then(|| {
-            (
-                format!("{}-{}", crate::server::hostname(), std::process::id()),
-                flotilla_client::LeaderConfig {
-                    lease_duration: args.leader_elect_lease_duration,
-                    renew_deadline: args.leader_elect_renew_deadline,
-                    retry_period: args.leader_elect_retry_period,
-                },
-            )
-        }),
+        leader_election: args.leader_elect.then(|| (identity(), timing)),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(scheduler::run(client, config, stop_rx));

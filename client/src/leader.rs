@@ -65,6 +65,41 @@ impl LeaderElector {
         self.leading.subscribe()
     }
 
+    /// Campaigns until `shutdown` flips, and once elected runs `work` until leadership is
+    /// lost or `shutdown` flips; `work` is told to stop through the receiver it is given and
+    /// waited for. Returns then — after a loss, as kube-scheduler and
+    /// kube-controller-manager exit, so that a restart rejoins the election cleanly.
+    pub async fn run_while_leading<F, Fut>(self, shutdown: watch::Receiver<bool>, work: F)
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (lease, identity) = (self.lease.clone(), self.identity.clone());
+        let mut leading = self.leading();
+        let (stop_election, election_rx) = watch::channel(false);
+        let election = tokio::spawn(self.run(election_rx));
+        let mut outer = shutdown.clone();
+        let elected = tokio::select! {
+            _ = outer.wait_for(|s| *s) => false,
+            l = leading.wait_for(|l| *l) => l.is_ok(),
+        };
+        if elected {
+            tracing::info!(lease = %lease, identity = %identity, "leading");
+            let (stop_work, work_rx) = watch::channel(false);
+            let task = tokio::spawn(work(work_rx));
+            tokio::select! {
+                _ = outer.wait_for(|s| *s) => {}
+                _ = leading.wait_for(|l| !*l) => {
+                    tracing::warn!(lease = %lease, identity = %identity, "lost leadership: stopping");
+                }
+            }
+            stop_work.send_replace(true);
+            let _ = task.await;
+        }
+        stop_election.send_replace(true);
+        let _ = election.await;
+    }
+
     /// Campaigns and renews until `shutdown` flips; a leader then releases the lease so the
     /// next one need not wait for it to expire.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {

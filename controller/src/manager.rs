@@ -16,34 +16,15 @@ pub async fn run(
     timing: LeaderConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    let elector = LeaderElector::new(client.api::<Lease>("kube-system"), LEASE, &identity, timing);
-    let mut leading = elector.leading();
-    let (stop_election, election_rx) = watch::channel(false);
-    let election = tokio::spawn(elector.run(election_rx));
-    let mut outer = shutdown.clone();
-    let led = tokio::select! {
-        _ = outer.wait_for(|s| *s) => false,
-        l = leading.wait_for(|l| *l) => l.is_ok(),
-    };
-    if led {
-        tracing::info!(identity = %identity, "leading: controllers running");
-        let (stop, stop_rx) = watch::channel(false);
-        let controllers = [
-            tokio::spawn(crate::replicaset::run(client.clone(), stop_rx.clone())),
-            tokio::spawn(crate::garbage_collector::run(
-                client.clone(),
-                stop_rx.clone(),
-            )),
-        ];
-        tokio::select! {
-            _ = outer.wait_for(|s| *s) => {}
-            _ = leading.wait_for(|l| !*l) => tracing::warn!("lost leadership: stopping the controllers"),
-        }
-        stop.send_replace(true);
-        for c in controllers {
-            let _ = c.await;
-        }
-    }
-    stop_election.send_replace(true);
-    let _ = election.await;
+    LeaderElector::new(client.api::<Lease>("kube-system"), LEASE, &identity, timing)
+        .run_while_leading(shutdown, |stop| async move {
+            let controllers = [
+                tokio::spawn(crate::replicaset::run(client.clone(), stop.clone())),
+                tokio::spawn(crate::garbage_collector::run(client, stop)),
+            ];
+            for c in controllers {
+                let _ = c.await;
+            }
+        })
+        .await;
 }

@@ -59,33 +59,14 @@ pub async fn run(client: Client, cfg: SchedulerConfig, shutdown: watch::Receiver
     let Some((identity, timing)) = cfg.leader_election.clone() else {
         return run_scheduling(client, cfg, shutdown).await;
     };
-    let elector = LeaderElector::new(
+    LeaderElector::new(
         client.api::<Lease>("kube-system"),
         cfg.lease_name(),
         &identity,
         timing,
-    );
-    let mut leading = elector.leading();
-    let (stop, stop_rx) = watch::channel(false);
-    let election = tokio::spawn(elector.run(stop_rx));
-    let mut outer = shutdown.clone();
-    let became_leader = tokio::select! {
-        _ = outer.wait_for(|s| *s) => false,
-        led = leading.wait_for(|l| *l) => led.is_ok(),
-    };
-    if became_leader {
-        tracing::info!(identity = %identity, "leading: scheduling");
-        let (inner_stop, inner_rx) = watch::channel(false);
-        let work = tokio::spawn(run_scheduling(client, cfg, inner_rx));
-        tokio::select! {
-            _ = outer.wait_for(|s| *s) => {}
-            _ = leading.wait_for(|l| !*l) => tracing::warn!("lost leadership: stopping"),
-        }
-        inner_stop.send_replace(true);
-        let _ = work.await;
-    }
-    stop.send_replace(true);
-    let _ = election.await;
+    )
+    .run_while_leading(shutdown, |stop| run_scheduling(client, cfg, stop))
+    .await;
 }
 
 fn key(p: &Pod) -> String {
