@@ -19,6 +19,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::json;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::workers;
 
 /// A dependent, as the queue holds it: (resource, namespace/name).
 type Item = (&'static str, String);
@@ -40,7 +43,6 @@ struct Collector {
     client: Client,
     pods: Store<Pod>,
     sets: Store<ReplicaSet>,
-    queue: Arc<WorkQueue<Item>>,
 }
 
 fn has_owners(meta: &ObjectMeta) -> bool {
@@ -97,41 +99,22 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
             }
         })
     };
-    let tasks = [
-        tokio::spawn(pods_informer.run(shutdown.clone())),
-        tokio::spawn(sets_informer.run(shutdown.clone())),
-        tokio::spawn(deployments_informer.run(shutdown.clone())),
-    ];
-    let gc = Arc::new(Collector {
-        client,
-        pods,
-        sets,
-        queue: queue.clone(),
-    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(pods_informer.run(shutdown.clone()));
+    tasks.spawn(sets_informer.run(shutdown.clone()));
+    tasks.spawn(deployments_informer.run(shutdown.clone()));
+    let gc = Arc::new(Collector { client, pods, sets });
     gc.pods.wait_until_ready().await;
     gc.sets.wait_until_ready().await;
-    let worker = {
-        let gc = gc.clone();
-        tokio::spawn(async move {
-            while let Some(item) = gc.queue.get().await {
-                match gc.collect(&item).await {
-                    Ok(()) => gc.queue.forget(&item),
-                    Err(e) => {
-                        tracing::warn!(object = %item.1, error = %e, "garbage collection failed; retrying");
-                        gc.queue.add_rate_limited(item.clone());
-                    }
-                }
-                gc.queue.done(&item);
-            }
-        })
-    };
-    let mut stop = shutdown.clone();
-    let _ = stop.wait_for(|s| *s).await;
-    queue.shut_down();
-    let _ = worker.await;
-    for t in tasks {
-        let _ = t.await;
-    }
+    workers::spawn(
+        &mut tasks,
+        1,
+        "garbage-collector",
+        &queue,
+        &gc,
+        |c, item| Box::pin(async move { c.collect(item).await.map(|()| None) }),
+    );
+    workers::run_until(tasks, &queue, shutdown).await;
 }
 
 impl Collector {

@@ -3,14 +3,18 @@
 //! Lease-based leader election.
 //!
 //! - [`manager`]: runs the controllers while this process leads
+//! - [`deployment`]: rolls Deployments out through ReplicaSets, with rollback history
 //! - [`replicaset`]: keeps `replicas` pods matching a ReplicaSet's selector
 //! - [`garbage_collector`]: deletes what nobody owns any more (background deletion)
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
+//! - [`workers`]: the worker loop over the work queue, tasks that stop together
 //! - [`selector`]: label selectors as Kubernetes evaluates them
 
+pub mod deployment;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod manager;
 pub mod replicaset;
 pub mod selector;
+pub mod workers;

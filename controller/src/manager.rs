@@ -18,13 +18,12 @@ pub async fn run(
 ) {
     LeaderElector::new(client.api::<Lease>("kube-system"), LEASE, &identity, timing)
         .run_while_leading(shutdown, |stop| async move {
-            let controllers = [
-                tokio::spawn(crate::replicaset::run(client.clone(), stop.clone())),
-                tokio::spawn(crate::garbage_collector::run(client, stop)),
-            ];
-            for c in controllers {
-                let _ = c.await;
-            }
+            // A JoinSet, so that this future being dropped stops every controller.
+            let mut controllers = tokio::task::JoinSet::new();
+            controllers.spawn(crate::replicaset::run(client.clone(), stop.clone()));
+            controllers.spawn(crate::deployment::run(client.clone(), stop.clone()));
+            controllers.spawn(crate::garbage_collector::run(client, stop));
+            while controllers.join_next().await.is_some() {}
         })
         .await;
 }

@@ -21,9 +21,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::expectations::Expectations;
-use crate::selector;
+use crate::{selector, workers};
 
 /// How the controller signs its Events.
 const EVENTS: Recorder<'static> = Recorder {
@@ -40,7 +41,6 @@ struct Controller {
     client: Client,
     sets: Store<ReplicaSet>,
     pods: Store<Pod>,
-    queue: Arc<WorkQueue<String>>,
     expectations: Arc<Expectations>,
 }
 
@@ -187,48 +187,21 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
             })
     };
     let pods = pods_informer.store();
-    let tasks = [
-        tokio::spawn(sets_informer.run(shutdown.clone())),
-        tokio::spawn(pods_informer.run(shutdown.clone())),
-    ];
+    let mut tasks = JoinSet::new();
+    tasks.spawn(sets_informer.run(shutdown.clone()));
+    tasks.spawn(pods_informer.run(shutdown.clone()));
     sets.wait_until_ready().await;
     pods.wait_until_ready().await;
     let ctl = Arc::new(Controller {
         client,
         sets,
         pods,
-        queue: queue.clone(),
         expectations,
     });
-    let mut workers = Vec::new();
-    for _ in 0..WORKERS {
-        let ctl = ctl.clone();
-        workers.push(tokio::spawn(async move {
-            while let Some(key) = ctl.queue.get().await {
-                match ctl.sync(&key).await {
-                    Ok(Some(after)) => {
-                        ctl.queue.forget(&key);
-                        ctl.queue.add_after(key.clone(), after);
-                    }
-                    Ok(None) => ctl.queue.forget(&key),
-                    Err(e) => {
-                        tracing::warn!(replicaset = %key, error = %e, "sync failed; retrying");
-                        ctl.queue.add_rate_limited(key.clone());
-                    }
-                }
-                ctl.queue.done(&key);
-            }
-        }));
-    }
-    let mut stop = shutdown.clone();
-    let _ = stop.wait_for(|s| *s).await;
-    queue.shut_down();
-    for w in workers {
-        let _ = w.await;
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    workers::spawn(&mut tasks, WORKERS, "replicaset", &queue, &ctl, |c, k| {
+        Box::pin(c.sync(k))
+    });
+    workers::run_until(tasks, &queue, shutdown).await;
 }
 
 impl Controller {

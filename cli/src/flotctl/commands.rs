@@ -270,14 +270,14 @@ pub struct DeleteArgs {
 }
 
 /// A connection plus what the server serves.
-struct Session {
-    client: Client,
-    namespace: String,
-    resources: Vec<ResourceInfo>,
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    pub(crate) namespace: String,
+    pub(crate) resources: Vec<ResourceInfo>,
 }
 
 impl Session {
-    async fn open(g: &Global) -> Result<Self, CommandError> {
+    pub(crate) async fn open(g: &Global) -> Result<Self, CommandError> {
         let cfg = Kubeconfig::load(g.kubeconfig.as_deref())
             .map_err(|e| CommandError(format!("error: {e}")))?;
         let resolved = cfg
@@ -296,7 +296,7 @@ impl Session {
     }
 
     /// A resource by plural, singular, short name or kind, as kubectl resolves it.
-    fn resolve(&self, name: &str) -> Result<&ResourceInfo, CommandError> {
+    pub(crate) fn resolve(&self, name: &str) -> Result<&ResourceInfo, CommandError> {
         let (name, group) = name.split_once('.').unwrap_or((name, ""));
         let lower = name.to_ascii_lowercase();
         self.resources
@@ -339,7 +339,7 @@ impl Session {
         ))
     }
 
-    fn namespace_for(&self, info: &ResourceInfo, obj: Option<&Value>) -> String {
+    pub(crate) fn namespace_for(&self, info: &ResourceInfo, obj: Option<&Value>) -> String {
         if !info.namespaced {
             return String::new();
         }
@@ -399,6 +399,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         Command::Edit(a) => edit(g, a).await,
         Command::Logs(a) => logs(g, a).await,
         Command::Scale(a) => scale(g, a).await,
+        Command::Rollout(c) => super::rollout::run(g, c).await,
         Command::Describe(a) => describe(g, a).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
@@ -876,7 +877,7 @@ async fn replace(g: &Global, a: &FileArgs) -> Result<(), CommandError> {
 }
 
 /// `TYPE NAME rest…` or `TYPE/NAME rest…` → (type, name, rest).
-fn one_target(args: &[String]) -> Result<(String, String, Vec<String>), CommandError> {
+pub(crate) fn one_target(args: &[String]) -> Result<(String, String, Vec<String>), CommandError> {
     match args {
         [first, rest @ ..] if first.contains('/') => {
             let (t, n) = first.split_once('/').unwrap_or_default();

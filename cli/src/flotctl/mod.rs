@@ -5,6 +5,7 @@
 //! - [`jsonpath`]: `-o jsonpath=…` templates
 //! - [`manifest`]: reading `-f` files, directories and stdin
 //! - [`printer`]: tables with kubectl's columns, names, ages
+//! - [`rollout`]: `rollout status|history|undo|restart|pause|resume`
 //! - [`commands`]: one function per verb
 
 pub mod apply;
@@ -13,6 +14,7 @@ pub mod describe;
 pub mod jsonpath;
 pub mod manifest;
 pub mod printer;
+pub mod rollout;
 
 use std::path::PathBuf;
 
@@ -61,6 +63,9 @@ pub enum Command {
     Logs(commands::LogsArgs),
     /// Set the number of replicas of a ReplicaSet or Deployment.
     Scale(commands::ScaleArgs),
+    /// Manage a Deployment's rollout: status, history, undo, restart, pause, resume.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Delete resources by file, by name or by label selector.
     Delete(commands::DeleteArgs),
     /// Replace resources from files (a stale resourceVersion is a conflict).

@@ -1,0 +1,153 @@
+//! The Deployment controller: a Deployment owns one ReplicaSet per pod template (named
+//! with the template's hash, numbered by the revision annotation) and moves pods from the
+//! old ones to the new one — a rolling update within maxSurge and maxUnavailable, or
+//! Recreate — scales proportionally when resized mid-rollout, honours pause, keeps
+//! revisionHistoryLimit old revisions for rollback, and reports the Available and
+//! Progressing conditions against progressDeadlineSeconds.
+//!
+//! Every write carries the resourceVersion the decision was made on, so a decision made
+//! on a stale cache fails with a conflict and is retried on fresher state instead of being
+//! applied twice.
+//!
+//! - [`rolling`]: maxSurge/maxUnavailable arithmetic
+//! - [`proportional`]: spreading a resize over the active ReplicaSets
+//! - [`revisions`]: template hashes, revision annotations, history
+//! - [`status`]: counts and conditions
+//! - `sync`: one Deployment's reconciliation
+
+pub mod proportional;
+pub mod revisions;
+pub mod rolling;
+pub mod status;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_client::events::Recorder;
+use flotilla_client::informer::{by_namespace, by_owner, key_of};
+use flotilla_client::{Change, Client, Informer, ListParams, Store, WorkQueue};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::{selector, workers};
+
+/// How the controller signs its Events.
+const EVENTS: Recorder<'static> = Recorder {
+    component: "deployment-controller",
+    host: None,
+};
+
+/// Workers syncing Deployments at once.
+pub const WORKERS: usize = 4;
+
+pub(crate) struct Controller {
+    client: Client,
+    deployments: Store<Deployment>,
+    sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+}
+
+/// The controlling owner reference of an object, if it has one.
+pub(crate) fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// The cache key of the `kind` object controlling `meta`, in its namespace.
+fn controller_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    let o = controller_of(meta)?;
+    (o.kind == kind).then(|| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            o.name
+        )
+    })
+}
+
+/// Runs the controller until `shutdown` flips.
+pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+    let queue = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
+    let deployments_informer = {
+        let q = queue.clone();
+        Informer::new(client.api::<Deployment>(""), ListParams::default())
+            .with_index("namespace", by_namespace)
+            .on_change(move |c| {
+                let (Change::Added(d) | Change::Updated { new: d, .. } | Change::Deleted(d)) = c;
+                q.add(key_of(&d.metadata));
+            })
+    };
+    let deployments = deployments_informer.store();
+    let sets_informer = {
+        let (q, deployments) = (queue.clone(), deployments.clone());
+        Informer::new(client.api::<ReplicaSet>(""), ListParams::default())
+            .with_index("namespace", by_namespace)
+            .on_change(move |c| {
+                let enqueue = |rs: &ReplicaSet| match controller_key(&rs.metadata, "Deployment") {
+                    Some(k) => q.add(k),
+                    None => {
+                        // An orphan may be adopted by a Deployment that selects it.
+                        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+                        let labels = rs.metadata.labels.clone().unwrap_or_default();
+                        for d in deployments.by_index("namespace", &ns) {
+                            if selector::matches(&d.spec.selector, &labels) {
+                                q.add(key_of(&d.metadata));
+                            }
+                        }
+                    }
+                };
+                match c {
+                    Change::Added(rs) | Change::Deleted(rs) => enqueue(rs),
+                    Change::Updated { old, new } => {
+                        enqueue(new);
+                        if controller_key(&old.metadata, "Deployment")
+                            != controller_key(&new.metadata, "Deployment")
+                        {
+                            enqueue(old);
+                        }
+                    }
+                }
+            })
+    };
+    let sets = sets_informer.store();
+    let pods_informer = {
+        let (q, sets, deployments) = (queue.clone(), sets.clone(), deployments.clone());
+        Informer::new(client.api::<Pod>(""), ListParams::default())
+            .with_index("owner", by_owner)
+            .on_change(move |c| {
+                // Recreate waits for the old pods to be gone: their going moves it on.
+                if let Change::Deleted(p) = c
+                    && let Some(rs) =
+                        controller_key(&p.metadata, "ReplicaSet").and_then(|k| sets.get(&k))
+                    && let Some(dk) = controller_key(&rs.metadata, "Deployment")
+                    && deployments.get(&dk).is_some_and(|d| sync::is_recreate(&d))
+                {
+                    q.add(dk);
+                }
+            })
+    };
+    let pods = pods_informer.store();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(deployments_informer.run(shutdown.clone()));
+    tasks.spawn(sets_informer.run(shutdown.clone()));
+    tasks.spawn(pods_informer.run(shutdown.clone()));
+    deployments.wait_until_ready().await;
+    sets.wait_until_ready().await;
+    pods.wait_until_ready().await;
+    let ctl = Arc::new(Controller {
+        client,
+        deployments,
+        sets,
+        pods,
+    });
+    workers::spawn(&mut tasks, WORKERS, "deployment", &queue, &ctl, |c, k| {
+        Box::pin(c.sync(k))
+    });
+    workers::run_until(tasks, &queue, shutdown).await;
+}
