@@ -415,3 +415,106 @@ async fn flotilla_controller_runs_the_controllers_as_its_own_process() {
     let _ = process.wait();
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_deletion_goes_last_and_orphan_deletion_keeps_the_dependents() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let client = h.admin_client();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let manager = tokio::spawn(controller::manager::run(
+        client.clone(),
+        "test".into(),
+        Default::default(),
+        stop_rx,
+    ));
+    let j = h.client().await;
+    for name in ["front", "keep"] {
+        j.create("apps/v1", "replicasets", "default", &rs(name, 2))
+            .await
+            .expect("replicaset");
+        settles_at(&client, name, 2).await;
+    }
+    let sets = client.api::<ReplicaSet>("default");
+
+    // Foreground: the owner is held (finalizer) until its pods are gone, then goes.
+    let marked = sets
+        .delete(
+            "front",
+            &flotilla_client::DeleteParams {
+                propagation_policy: "Foreground".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("delete");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        marked.metadata.finalizers.as_deref(),
+        Some(&["foregroundDeletion".to_string()][..])
+    );
+    inproc::wait_until(Duration::from_secs(20), "the owner goes last", || {
+        let (c, sets) = (client.clone(), sets.clone());
+        async move {
+            let gone = sets.get_opt("front").await.ok()?.is_none();
+            let pods = c
+                .api::<Pod>("default")
+                .list(&ListParams {
+                    label_selector: "app=front".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .items;
+            // While the owner exists, its pods may exist; once it is gone, none may.
+            assert!(!gone || pods.is_empty(), "the owner went before its pods");
+            gone.then_some(())
+        }
+    })
+    .await;
+
+    // Orphan, through flotctl: the ReplicaSet goes, its pods stay, unowned.
+    let flotctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("flotctl runs")
+    };
+    let out = flotctl(&["delete", "rs", "keep", "--cascade=sideways"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid --cascade value"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = flotctl(&["delete", "rs", "keep", "--cascade=orphan", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods = client
+        .api::<Pod>("default")
+        .list(&ListParams {
+            label_selector: "app=keep".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("pods")
+        .items;
+    assert_eq!(pods.len(), 2, "orphaned pods are kept");
+    assert!(
+        pods.iter().all(|p| p
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty)),
+        "and no longer name their owner"
+    );
+
+    stop.send_replace(true);
+    manager.await.expect("the manager stops");
+    h.shutdown().await;
+}

@@ -281,6 +281,7 @@ impl Resources for ResourcesService {
             grace_period_seconds: body.grace_period_seconds,
             precondition_uid: body.precondition_uid,
             precondition_resource_version: body.precondition_resource_version,
+            propagation_policy: body.propagation_policy,
         };
         self.serve("delete", &r.resource, &meta, &ext, async {
             self.api.delete(&r, &opts).await.map(object_response)

@@ -69,6 +69,8 @@ pub struct DeleteParams {
     pub precondition_uid: String,
     /// Only if the resourceVersion still matches.
     pub precondition_resource_version: String,
+    /// Dependents: "Background" (default), "Foreground" or "Orphan".
+    pub propagation_policy: String,
 }
 
 /// A patch.
@@ -494,6 +496,7 @@ impl DynamicApi {
                 grace_period_seconds: p.grace_period_seconds,
                 precondition_uid: p.precondition_uid.clone(),
                 precondition_resource_version: p.precondition_resource_version.clone(),
+                propagation_policy: p.propagation_policy.clone(),
             }))
             .await;
         decode(&c.check(resp)?.object)

@@ -1,8 +1,12 @@
-//! The garbage collector (background deletion, Kubernetes' default): an object whose every
+//! The garbage collector. Background deletion (Kubernetes' default): an object whose every
 //! owner is gone is deleted; an object that lost only some owners has those references
 //! removed. Owners are checked against the API server, not only the cache, so an owner
-//! created a moment ago is never mistaken for a missing one. Foreground and orphan
-//! deletion are not built yet.
+//! created a moment ago is never mistaken for a missing one.
+//!
+//! Owners deleted with another propagation policy carry a finalizer: `orphan` — their
+//! dependents' references to them are removed, then the finalizer; `foregroundDeletion` —
+//! their dependents are deleted (foreground too, so chains go down level by level) and
+//! the finalizer is removed once none is left, so the owner goes last.
 //!
 //! Dependents watched: Pods (owned by ReplicaSets and others) and ReplicaSets (owned by
 //! Deployments).
@@ -23,8 +27,31 @@ use tokio::task::JoinSet;
 
 use crate::workers;
 
-/// A dependent, as the queue holds it: (resource, namespace/name).
-type Item = (&'static str, String);
+/// What the queue holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Item {
+    /// A dependent to check: (resource, namespace/name).
+    Dependent(&'static str, String),
+    /// An owner held by a propagation finalizer: (resource, namespace/name).
+    Owner(&'static str, String),
+}
+
+/// The finalizers the API server adds for foreground and orphan deletion.
+const ORPHAN: &str = "orphan";
+const FOREGROUND: &str = "foregroundDeletion";
+
+/// Kinds that may be dependents, as (api version, resource).
+const DEPENDENT_KINDS: [(&str, &str); 2] = [("v1", "pods"), ("apps/v1", "replicasets")];
+
+/// Is the object being deleted with a propagation finalizer?
+fn held_for_dependents(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+        && meta
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == ORPHAN || f == FOREGROUND)
+}
 
 /// The API resource (version, plural) of an owner kind, for the kinds known here.
 fn resource_of(owner: &OwnerReference) -> Option<(&'static str, &'static str)> {
@@ -63,7 +90,7 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                 if let Change::Added(p) | Change::Updated { new: p, .. } = c
                     && has_owners(&p.metadata)
                 {
-                    q.add(("pods", key_of(&p.metadata)));
+                    q.add(Item::Dependent("pods", key_of(&p.metadata)));
                 }
             })
     };
@@ -75,14 +102,17 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
             .on_change(move |c| match c {
                 Change::Added(rs) | Change::Updated { new: rs, .. } => {
                     if has_owners(&rs.metadata) {
-                        q.add(("replicasets", key_of(&rs.metadata)));
+                        q.add(Item::Dependent("replicasets", key_of(&rs.metadata)));
+                    }
+                    if held_for_dependents(&rs.metadata) {
+                        q.add(Item::Owner("replicasets", key_of(&rs.metadata)));
                     }
                 }
                 // Its pods may now be orphans.
                 Change::Deleted(rs) => {
                     let uid = rs.metadata.uid.clone().unwrap_or_default();
                     for p in pods.by_index("owner", &uid) {
-                        q.add(("pods", key_of(&p.metadata)));
+                        q.add(Item::Dependent("pods", key_of(&p.metadata)));
                     }
                 }
             })
@@ -91,10 +121,17 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
     let deployments_informer = {
         let (q, sets) = (queue.clone(), sets.clone());
         Informer::new(client.api::<Deployment>(""), ListParams::default()).on_change(move |c| {
-            if let Change::Deleted(d) = c {
-                let uid = d.metadata.uid.clone().unwrap_or_default();
-                for rs in sets.by_index("owner", &uid) {
-                    q.add(("replicasets", key_of(&rs.metadata)));
+            match c {
+                Change::Deleted(d) => {
+                    let uid = d.metadata.uid.clone().unwrap_or_default();
+                    for rs in sets.by_index("owner", &uid) {
+                        q.add(Item::Dependent("replicasets", key_of(&rs.metadata)));
+                    }
+                }
+                Change::Added(d) | Change::Updated { new: d, .. } => {
+                    if held_for_dependents(&d.metadata) {
+                        q.add(Item::Owner("deployments", key_of(&d.metadata)));
+                    }
                 }
             }
         })
@@ -112,7 +149,14 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
         "garbage-collector",
         &queue,
         &gc,
-        |c, item| Box::pin(async move { c.collect(item).await.map(|()| None) }),
+        |c, item| {
+            Box::pin(async move {
+                match item {
+                    Item::Dependent(resource, key) => c.collect(resource, key).await.map(|()| None),
+                    Item::Owner(resource, key) => c.finalize(resource, key).await,
+                }
+            })
+        },
     );
     workers::run_until(tasks, &queue, shutdown).await;
 }
@@ -120,8 +164,8 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
 impl Collector {
     /// Deletes the dependent if all its owners are gone; drops the references to the gone
     /// ones otherwise.
-    async fn collect(&self, (resource, key): &Item) -> Result<(), ClientError> {
-        let meta = match *resource {
+    async fn collect(&self, resource: &str, key: &str) -> Result<(), ClientError> {
+        let meta = match resource {
             "pods" => self.pods.get(key).map(|p| p.metadata.clone()),
             _ => self.sets.get(key).map(|r| r.metadata.clone()),
         };
@@ -161,7 +205,7 @@ impl Collector {
             return Ok(());
         }
         let api = self.client.dynamic(
-            if *resource == "pods" { "v1" } else { "apps/v1" },
+            if resource == "pods" { "v1" } else { "apps/v1" },
             resource,
             &ns,
         );
@@ -179,6 +223,82 @@ impl Collector {
         match outcome {
             Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
             other => other,
+        }
+    }
+
+    /// Works through an owner held by the orphan or foregroundDeletion finalizer; returns
+    /// when to look again while foreground dependents are still going.
+    async fn finalize(&self, resource: &str, key: &str) -> Result<Option<Duration>, ClientError> {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let owners = self.client.dynamic("apps/v1", resource, ns);
+        let owner = match owners.get(name, "").await {
+            Ok(o) => o,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta: ObjectMeta = serde_json::from_value(owner["metadata"].clone())
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if !held_for_dependents(&meta) {
+            return Ok(None);
+        }
+        let uid = meta.uid.clone().unwrap_or_default();
+        let finalizers = meta.finalizers.clone().unwrap_or_default();
+        let orphan = finalizers.iter().any(|f| f == ORPHAN);
+        // The API server's view, not the cache's: a dependent created a moment ago must
+        // not be missed.
+        let mut remaining = 0;
+        for (version, plural) in DEPENDENT_KINDS {
+            let api = self.client.dynamic(version, plural, ns);
+            for d in api.list(&ListParams::default()).await?.items {
+                let refs: Vec<OwnerReference> =
+                    serde_json::from_value(d["metadata"]["ownerReferences"].clone())
+                        .unwrap_or_default();
+                if !refs.iter().any(|r| r.uid == uid) {
+                    continue;
+                }
+                let d_name = d["metadata"]["name"].as_str().unwrap_or_default();
+                let outcome = if orphan {
+                    let kept: Vec<&OwnerReference> = refs.iter().filter(|r| r.uid != uid).collect();
+                    let patch = Patch::Merge(json!({"metadata": {
+                        "ownerReferences": kept,
+                        "resourceVersion": d["metadata"]["resourceVersion"],
+                    }}));
+                    tracing::info!(owner = %key, dependent = %d_name, resource = plural, "orphaning");
+                    api.patch(d_name, "", &patch, false).await.map(|_| ())
+                } else {
+                    remaining += 1;
+                    if !d["metadata"]["deletionTimestamp"].is_null() {
+                        continue;
+                    }
+                    tracing::info!(owner = %key, dependent = %d_name, resource = plural, "deleting before its owner");
+                    let params = DeleteParams {
+                        precondition_uid: d["metadata"]["uid"].as_str().unwrap_or_default().into(),
+                        propagation_policy: "Foreground".into(),
+                        ..Default::default()
+                    };
+                    api.delete(d_name, &params).await.map(|_| ())
+                };
+                match outcome {
+                    Err(e) if e.is_not_found() => {}
+                    other => other?,
+                }
+            }
+        }
+        if remaining > 0 {
+            return Ok(Some(Duration::from_millis(500)));
+        }
+        let kept: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| *f != ORPHAN && *f != FOREGROUND)
+            .collect();
+        let patch = Patch::Merge(json!({"metadata": {
+            "finalizers": kept,
+            "resourceVersion": meta.resource_version,
+        }}));
+        tracing::info!(owner = %key, "dependents dealt with; removing the finalizer");
+        match owners.patch(name, "", &patch, false).await {
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other.map(|_| None),
         }
     }
 }

@@ -2,6 +2,11 @@
 //! until its last finalizer is removed; a pod on a node is marked with a grace period and
 //! its agent completes the deletion once the containers have stopped; a namespace takes
 //! everything in it along.
+//!
+//! Dependents follow the propagation policy, as in Kubernetes: Background (the default)
+//! removes the object and leaves its dependents to the garbage collector; Foreground and
+//! Orphan mark the object with the `foregroundDeletion` or `orphan` finalizer, which the
+//! garbage collector removes once the dependents are deleted or released.
 
 use serde_json::{Value, json};
 
@@ -23,6 +28,20 @@ pub struct DeleteOptions {
     pub precondition_uid: String,
     /// Only if the object is still at this resourceVersion.
     pub precondition_resource_version: String,
+    /// "", "Background", "Foreground" or "Orphan".
+    pub propagation_policy: String,
+}
+
+/// The finalizer a propagation policy puts on the object, if any.
+fn policy_finalizer(policy: &str) -> Result<Option<&'static str>, ApiError> {
+    match policy {
+        "" | "Background" => Ok(None),
+        "Foreground" => Ok(Some("foregroundDeletion")),
+        "Orphan" => Ok(Some("orphan")),
+        other => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
+        ))),
+    }
 }
 
 /// What a delete does to the object it finds.
@@ -93,13 +112,25 @@ impl Api {
             )));
         }
         let key = at.key(&r.name);
+        let finalizer = policy_finalizer(&opts.propagation_policy)?;
         for _ in 0..MAX_RETRIES {
-            let (current, mod_rev) = self.current(&at, &r.name).await?;
+            let (mut current, mod_rev) = self.current(&at, &r.name).await?;
             check_preconditions(&at, &r.name, &current, mod_rev, opts)?;
+            // The finalizer holds the object until the garbage collector has dealt with
+            // its dependents (pods own nothing, namespaces have their own cleanup).
+            let added = match finalizer {
+                Some(f) if !matches!(info.plural, "namespaces" | "pods") => {
+                    add_finalizer(&mut current, f)
+                }
+                _ => false,
+            };
             let action = if info.plural == "namespaces" {
                 Action::Mark { grace: 0 }
             } else {
-                decide(&at, &current, opts.grace_period_seconds)?
+                match decide(&at, &current, opts.grace_period_seconds)? {
+                    Action::Nothing if added => Action::Mark { grace: 0 },
+                    action => action,
+                }
             };
             let (ops, result) = match action {
                 Action::Nothing => return Ok(current),
@@ -157,6 +188,27 @@ impl Api {
             "too many concurrent changes; please try again",
         ))
     }
+}
+
+/// Adds `f` to the object's finalizers, replacing the other propagation finalizer (the
+/// latest request decides, as in Kubernetes).
+/// Returns whether the finalizers changed.
+fn add_finalizer(obj: &mut Value, f: &str) -> bool {
+    let before = obj["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut list: Vec<Value> = before
+        .iter()
+        .filter(|v| *v != "orphan" && *v != "foregroundDeletion")
+        .cloned()
+        .collect();
+    list.push(json!(f));
+    if list == before {
+        return false;
+    }
+    set_meta(obj, "finalizers", Value::Array(list));
+    true
 }
 
 fn check_preconditions(

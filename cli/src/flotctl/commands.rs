@@ -267,6 +267,22 @@ pub struct DeleteArgs {
     /// How long --wait waits, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// What happens to dependents: background (deleted after), foreground (deleted
+    /// first) or orphan (kept); true means background, false orphan.
+    #[arg(long, default_value = "background", value_parser = parse_cascade)]
+    pub cascade: String,
+}
+
+/// kubectl's --cascade values, as the API's propagation policy.
+fn parse_cascade(s: &str) -> Result<String, String> {
+    match s {
+        "background" | "true" => Ok("Background".into()),
+        "foreground" => Ok("Foreground".into()),
+        "orphan" | "false" => Ok("Orphan".into()),
+        other => Err(format!(
+            "invalid --cascade value {other:?}: must be background, foreground or orphan"
+        )),
+    }
 }
 
 /// A connection plus what the server serves.
@@ -1399,6 +1415,7 @@ async fn delete(g: &Global, a: &DeleteArgs) -> Result<(), CommandError> {
     let s = Session::open(g).await?;
     let params = DeleteParams {
         grace_period_seconds: a.grace_period,
+        propagation_policy: a.cascade.clone(),
         ..Default::default()
     };
     // (resource, namespace, name) to delete.
