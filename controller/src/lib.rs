@@ -4,6 +4,7 @@
 //!
 //! - [`manager`]: runs the controllers while this process leads
 //! - [`deployment`]: rolls Deployments out through ReplicaSets, with rollback history
+//! - [`endpoints`]: a Service's ready and not-ready pod addresses
 //! - [`replicaset`]: keeps `replicas` pods matching a ReplicaSet's selector
 //! - [`garbage_collector`]: deletes what nobody owns any more (background deletion)
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
@@ -12,6 +13,7 @@
 //! - [`selector`]: label selectors as Kubernetes evaluates them
 
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod manager;

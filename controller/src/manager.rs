@@ -22,6 +22,7 @@ pub async fn run(
             let mut controllers = tokio::task::JoinSet::new();
             controllers.spawn(crate::replicaset::run(client.clone(), stop.clone()));
             controllers.spawn(crate::deployment::run(client.clone(), stop.clone()));
+            controllers.spawn(crate::endpoints::run(client.clone(), stop.clone()));
             controllers.spawn(crate::garbage_collector::run(client, stop));
             while controllers.join_next().await.is_some() {}
         })

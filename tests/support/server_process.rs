@@ -130,3 +130,13 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+impl Drop for ServerProcess {
+    /// A test that fails part-way must not leave its server running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

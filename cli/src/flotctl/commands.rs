@@ -416,6 +416,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         Command::Logs(a) => logs(g, a).await,
         Command::Scale(a) => scale(g, a).await,
         Command::Rollout(c) => super::rollout::run(g, c).await,
+        Command::Set(c) => super::set::run(g, c).await,
         Command::Describe(a) => describe(g, a).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
@@ -1254,22 +1255,72 @@ async fn create_generated(
     Ok(())
 }
 
+/// One pod of a workload, for `logs TYPE/NAME`: a running one if there is one, the
+/// newest first, as kubectl picks (and says which on stderr).
+async fn pod_of(s: &Session, ns: &str, kind: &str, name: &str) -> Result<String, CommandError> {
+    let info = s.resolve(kind)?;
+    if !matches!(
+        info.kind.as_str(),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job"
+    ) {
+        return Err(CommandError(format!(
+            "error: cannot get the logs of a {}",
+            info.kind
+        )));
+    }
+    let obj = s
+        .client
+        .dynamic(&info.api_version, &info.resource, ns)
+        .get(name, "")
+        .await?;
+    let labels = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let selector: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let params = flotilla_client::ListParams {
+        label_selector: selector.join(","),
+        ..Default::default()
+    };
+    let mut pods = s
+        .client
+        .api::<k8s_openapi::api::core::v1::Pod>(ns)
+        .list(&params)
+        .await?
+        .items;
+    pods.sort_by_key(|p| {
+        let running = p.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Running");
+        let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (!running, std::cmp::Reverse(created))
+    });
+    let Some(pod) = pods.first().and_then(|p| p.metadata.name.clone()) else {
+        return Err(CommandError(format!(
+            "error: no pods found for {} {name}",
+            info.singular
+        )));
+    };
+    if pods.len() > 1 {
+        eprintln!("Found {} pods, using pod/{pod}", pods.len());
+    }
+    Ok(pod)
+}
+
 async fn logs(g: &Global, a: &LogsArgs) -> Result<(), CommandError> {
     use std::io::Write as _;
-    let name = match a.pod.split_once('/') {
-        Some(("pod" | "pods" | "po", n)) => n,
-        Some((kind, _)) => {
-            return Err(CommandError(format!(
-                "error: logs reads pods, not {kind:?}"
-            )));
-        }
-        None => a.pod.as_str(),
-    };
     let s = Session::open(g).await?;
     let ns = g
         .namespace
         .clone()
         .unwrap_or_else(|| s.client.default_namespace().to_string());
+    let name = match a.pod.split_once('/') {
+        Some(("pod" | "pods" | "po", n)) => n.to_string(),
+        Some((kind, n)) => pod_of(&s, &ns, kind, n).await?,
+        None => a.pod.clone(),
+    };
+    let name = name.as_str();
     let params = flotilla_client::LogParams {
         container: a.container.clone().unwrap_or_default(),
         follow: a.follow,

@@ -6,6 +6,7 @@
 //! - [`manifest`]: reading `-f` files, directories and stdin
 //! - [`printer`]: tables with kubectl's columns, names, ages
 //! - [`rollout`]: `rollout status|history|undo|restart|pause|resume`
+//! - [`set`]: `set image`
 //! - [`commands`]: one function per verb
 
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod jsonpath;
 pub mod manifest;
 pub mod printer;
 pub mod rollout;
+pub mod set;
 
 use std::path::PathBuf;
 
@@ -66,6 +68,9 @@ pub enum Command {
     /// Manage a Deployment's rollout: status, history, undo, restart, pause, resume.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Change parts of objects in place: `set image`.
+    #[command(subcommand)]
+    Set(set::SetCommand),
     /// Delete resources by file, by name or by label selector.
     Delete(commands::DeleteArgs),
     /// Replace resources from files (a stale resourceVersion is a conflict).
