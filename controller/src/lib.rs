@@ -5,6 +5,8 @@
 //! - [`manager`]: runs the controllers while this process leads
 //! - [`replicaset`]: keeps `replicas` pods matching a ReplicaSet's selector
 //! - [`garbage_collector`]: deletes what nobody owns any more (background deletion)
+//! - [`node_lifecycle`]: node health from Leases, readiness taints, taint-based eviction
+//!   with per-zone rate limits, and force deletion of pods stuck on unreachable nodes
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
 //! - [`selector`]: label selectors as Kubernetes evaluates them
@@ -12,5 +14,6 @@
 pub mod expectations;
 pub mod garbage_collector;
 pub mod manager;
+pub mod node_lifecycle;
 pub mod replicaset;
 pub mod selector;
