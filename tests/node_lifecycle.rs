@@ -344,7 +344,7 @@ async fn a_killed_agents_pods_are_replaced_elsewhere_and_removed_from_the_api() 
             && n.spec
                 .as_ref()
                 .and_then(|s| s.taints.as_ref())
-                .is_none_or(|t| t.is_empty())
+                .is_none_or(|t| t.iter().all(|t| !t.key.ends_with("/unreachable")))
     })
     .await;
     drop(back);

@@ -5,7 +5,7 @@
 //!   moved) for `node_monitor_grace_period`, timed on this controller's clock, gets every
 //!   condition set to Unknown ("Kubelet stopped posting node status.").
 //! - [`taints`]: NoSchedule taints follow the conditions at once (`not-ready`,
-//!   `unreachable`, pressures, `unschedulable`); the NoExecute `not-ready` / `unreachable`
+//!   `unreachable`, and `unschedulable` for a cordon); the NoExecute `not-ready` / `unreachable`
 //!   taint is added through a per-zone rate limit ([`rate_limit`], decided by [`zones`])
 //!   and removed as soon as the node is Ready again.
 //! - [`pods`] (with the decisions in [`eviction`]): pods on a node gone Unknown are marked

@@ -14,30 +14,17 @@ pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// The taint of a cordoned node.
 pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
-/// The taint of a node under memory pressure.
-pub const MEMORY_PRESSURE: &str = "node.kubernetes.io/memory-pressure";
-/// The taint of a node under disk pressure.
-pub const DISK_PRESSURE: &str = "node.kubernetes.io/disk-pressure";
-/// The taint of a node under PID pressure.
-pub const PID_PRESSURE: &str = "node.kubernetes.io/pid-pressure";
-/// The taint of a node whose network is not configured.
-pub const NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-unavailable";
 
 /// Keeps new pods off.
 pub const NO_SCHEDULE: &str = "NoSchedule";
 /// Evicts pods that do not tolerate it.
 pub const NO_EXECUTE: &str = "NoExecute";
 
-/// Every NoSchedule taint key this controller sets and clears.
-const OWNED_NO_SCHEDULE: [&str; 7] = [
-    NOT_READY,
-    UNREACHABLE,
-    UNSCHEDULABLE,
-    MEMORY_PRESSURE,
-    DISK_PRESSURE,
-    PID_PRESSURE,
-    NETWORK_UNAVAILABLE,
-];
+/// Every NoSchedule taint key this controller sets and clears. Kubernetes also taints
+/// nodes under memory, disk or PID pressure; Flotilla does not yet: its agents do not
+/// evict under pressure either, and the two belong together (a node just under its disk
+/// threshold would otherwise take no new pod while keeping every old one).
+const OWNED_NO_SCHEDULE: [&str; 3] = [NOT_READY, UNREACHABLE, UNSCHEDULABLE];
 
 /// The status ("True", "False", "Unknown") of a node condition, if the node has it.
 pub fn condition_status<'a>(node: &'a Node, type_: &str) -> Option<&'a str> {
@@ -51,23 +38,13 @@ pub fn condition_status<'a>(node: &'a Node, type_: &str) -> Option<&'a str> {
 }
 
 /// The NoSchedule taint keys a node's conditions and spec call for (Kubernetes'
-/// `doNoScheduleTaintingPass`): Ready False or Unknown, a pressure, a cordon.
+/// `doNoScheduleTaintingPass`): Ready False or Unknown, a cordon.
 pub fn wanted_no_schedule(node: &Node) -> Vec<&'static str> {
     let mut keys = Vec::new();
     match condition_status(node, "Ready") {
         Some("False") => keys.push(NOT_READY),
         Some("Unknown") => keys.push(UNREACHABLE),
         _ => {}
-    }
-    for (condition, key) in [
-        ("MemoryPressure", MEMORY_PRESSURE),
-        ("DiskPressure", DISK_PRESSURE),
-        ("PIDPressure", PID_PRESSURE),
-        ("NetworkUnavailable", NETWORK_UNAVAILABLE),
-    ] {
-        if condition_status(node, condition) == Some("True") {
-            keys.push(key);
-        }
     }
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         keys.push(UNSCHEDULABLE);
@@ -223,14 +200,13 @@ mod tests {
             ]}
         }));
         let wanted = wanted_no_schedule(&n);
-        assert_eq!(wanted, vec![UNREACHABLE, DISK_PRESSURE, UNSCHEDULABLE]);
+        assert_eq!(wanted, vec![UNREACHABLE, UNSCHEDULABLE]);
         let taints = with_no_schedule(&n, &wanted).expect("a change");
         assert_eq!(
             keys(&taints),
             vec![
                 "dedicated:NoSchedule",
                 "node.kubernetes.io/unreachable:NoSchedule",
-                "node.kubernetes.io/disk-pressure:NoSchedule",
                 "node.kubernetes.io/unschedulable:NoSchedule"
             ]
         );
