@@ -123,7 +123,6 @@ impl Monitor {
             .collect();
         names.sort();
         let mut zones: BTreeMap<String, Vec<bool>> = BTreeMap::new();
-        let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
         for n in &names {
             let Some(node) = self.node(n) else { continue };
             let node = match self.check_health(&node, now).await {
@@ -134,7 +133,6 @@ impl Monitor {
                 }
             };
             let zone = zone_key(&node);
-            *sizes.entry(zone.clone()).or_default() += 1;
             if counts_for_disruption(&node) {
                 zones
                     .entry(zone.clone())
@@ -145,7 +143,7 @@ impl Monitor {
                 tracing::warn!(node = %n, error = %e, "updating node taints; retrying next pass");
             }
         }
-        self.handle_disruption(&zones, &sizes, now).await;
+        self.handle_disruption(&zones, now).await;
     }
 
     /// Sets a silent node's conditions to Unknown; returns the node as it now is.
@@ -264,19 +262,15 @@ impl Monitor {
     }
 
     /// Sets the zones' rates from their new states (see [`super::zones`]).
-    async fn handle_disruption(
-        &mut self,
-        zones: &BTreeMap<String, Vec<bool>>,
-        sizes: &BTreeMap<String, usize>,
-        now: Instant,
-    ) {
+    async fn handle_disruption(&mut self, zones: &BTreeMap<String, Vec<bool>>, now: Instant) {
         let rates = self.cfg.rates;
         let new: BTreeMap<String, ZoneState> = zones
             .iter()
             .map(|(z, ready)| (z.clone(), zone_state(ready, rates.unhealthy_zone_threshold)))
             .collect();
         let rate_of = |zone: &str, state: ZoneState| {
-            eviction_rate(state, sizes.get(zone).copied().unwrap_or(0), &rates)
+            // A zone's size counts the nodes its disruption state counts.
+            eviction_rate(state, zones.get(zone).map_or(0, Vec::len), &rates)
         };
         match plan(&self.zone_states, &new) {
             Plan::StayInClusterDisruption => {
