@@ -108,7 +108,10 @@ impl Cluster {
         self.manager = Some(tokio::spawn(controller::manager::run(
             self.client.clone(),
             identity.into(),
-            quick_leader(),
+            controller::manager::ManagerConfig {
+                leader_election: quick_leader(),
+                ..Default::default()
+            },
             self.stop.subscribe(),
         )));
     }

@@ -395,7 +395,7 @@ async fn the_in_process_scheduler_binds_pods_over_tls() {
         addr,
         Some(Default::default()),
         None,
-        false,
+        None,
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },

@@ -105,15 +105,22 @@ pub fn host_conditions(data_dir: &std::path::Path) -> Vec<HostCondition> {
     ]
 }
 
-async fn renew_lease(client: &Client, node: &str, interval: Duration) -> Result<(), String> {
+/// Renews the node's Lease; returns the renewTime it replaced (None for a new Lease).
+async fn renew_lease(
+    client: &Client,
+    node: &str,
+    interval: Duration,
+) -> Result<Option<jiff::Timestamp>, String> {
     let api = client.api::<Lease>(LEASE_NAMESPACE);
     let now = MicroTime(jiff::Timestamp::now());
     match api.get_opt(node).await.map_err(|e| e.to_string())? {
         Some(mut lease) => {
             let spec = lease.spec.get_or_insert_with(Default::default);
+            let previous = spec.renew_time.as_ref().map(|t| t.0);
             spec.renew_time = Some(now);
             spec.holder_identity = Some(node.to_string());
             api.update(&lease).await.map_err(|e| e.to_string())?;
+            Ok(previous)
         }
         None => {
             let lease = Lease {
@@ -133,9 +140,27 @@ async fn renew_lease(client: &Client, node: &str, interval: Duration) -> Result<
                 }),
             };
             api.create(&lease).await.map_err(|e| e.to_string())?;
+            Ok(None)
         }
     }
-    Ok(())
+}
+
+/// Was the node cut off before this renewal (a renewal failed, or the Lease had gone
+/// unrenewed for several intervals)? The node lifecycle controller may have set its
+/// conditions to Unknown meanwhile, so they are written again at once rather than at the
+/// next change or report period.
+fn was_cut_off(
+    renewed: &Result<Option<jiff::Timestamp>, String>,
+    previous_failed: bool,
+    interval: Duration,
+) -> bool {
+    match renewed {
+        Err(_) => false,
+        Ok(_) if previous_failed => true,
+        Ok(previous) => previous.is_some_and(|p| {
+            jiff::Timestamp::now().duration_since(p).unsigned_abs() > interval * 3
+        }),
+    }
 }
 
 /// Writes the node's conditions, keeping each one's transition time while its status
@@ -181,14 +206,19 @@ pub async fn report_conditions(
 /// Beats until `shutdown` flips.
 pub async fn run(client: Client, cfg: HeartbeatConfig, mut shutdown: watch::Receiver<bool>) {
     let mut last_written: Option<(Vec<HostCondition>, Instant)> = None;
+    let mut renewal_failed = false;
     loop {
-        if let Err(e) = renew_lease(&client, &cfg.node_name, cfg.interval).await {
+        let renewed = renew_lease(&client, &cfg.node_name, cfg.interval).await;
+        if let Err(e) = &renewed {
             tracing::warn!(node = %cfg.node_name, error = %e, "renewing the node lease");
         }
+        let cut_off = was_cut_off(&renewed, renewal_failed, cfg.interval);
+        renewal_failed = renewed.is_err();
         let conditions = host_conditions(&cfg.data_dir);
-        let due = last_written
-            .as_ref()
-            .is_none_or(|(c, at)| *c != conditions || at.elapsed() >= STATUS_REPORT_FREQUENCY);
+        let due = cut_off
+            || last_written
+                .as_ref()
+                .is_none_or(|(c, at)| *c != conditions || at.elapsed() >= STATUS_REPORT_FREQUENCY);
         if due {
             match report_conditions(&client, &cfg.node_name, &conditions).await {
                 Ok(()) => last_written = Some((conditions, Instant::now())),
@@ -201,5 +231,26 @@ pub async fn run(client: Client, cfg: HeartbeatConfig, mut shutdown: watch::Rece
             _ = tokio::time::sleep(cfg.interval) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_are_rewritten_after_being_cut_off() {
+        let interval = Duration::from_secs(10);
+        let now = jiff::Timestamp::now();
+        let recent = Ok(Some(now - jiff::SignedDuration::from_secs(10)));
+        let stale = Ok(Some(now - jiff::SignedDuration::from_secs(60)));
+        assert!(!was_cut_off(&recent, false, interval));
+        assert!(
+            was_cut_off(&recent, true, interval),
+            "the last renewal failed"
+        );
+        assert!(was_cut_off(&stale, false, interval), "the lease had lapsed");
+        assert!(!was_cut_off(&Err("down".into()), true, interval));
+        assert!(!was_cut_off(&Ok(None), false, interval), "a new lease");
     }
 }

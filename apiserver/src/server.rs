@@ -24,6 +24,7 @@ use flotilla_proto::api::resources_server::ResourcesServer;
 use crate::alloc::ServiceRanges;
 use crate::api::{Api, ApiConfig, MAX_REQUEST_BYTES};
 use crate::auth::{Tokens, write_private};
+use crate::defaults::toleration_seconds::DefaultTolerationSeconds;
 use crate::grpc::ResourcesService;
 use crate::metrics::Metrics;
 use crate::storage::Store;
@@ -53,6 +54,9 @@ pub struct ServerConfig {
     pub event_ttl: Duration,
     /// Plain HTTP, or TLS with generated or given certificates.
     pub tls: TlsMode,
+    /// The tolerationSeconds DefaultTolerationSeconds gives pods
+    /// (`--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`).
+    pub default_toleration_seconds: DefaultTolerationSeconds,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             store_timeout: Duration::from_secs(10),
             event_ttl: Duration::from_secs(3600),
             tls: TlsMode::Off,
+            default_toleration_seconds: DefaultTolerationSeconds::default(),
         }
     }
 }
@@ -249,6 +254,7 @@ impl Server {
                 service_ranges: ranges,
                 cache: cfg.cache.clone(),
                 event_ttl: cfg.event_ttl,
+                default_toleration_seconds: cfg.default_toleration_seconds,
             },
         );
         let (shutdown, shutdown_rx) = watch::channel(false);

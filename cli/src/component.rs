@@ -1,11 +1,14 @@
 //! What the components that run against an API server (`flotilla scheduler`,
 //! `controller`, `agent`, `hollow-nodes`) share: reaching the server through a kubeconfig,
-//! and kube-scheduler's leader-election flags.
+//! kube-scheduler's leader-election flags, and kube-controller-manager's node lifecycle
+//! flags (taken by `flotilla controller` and by `flotilla server` for its in-process
+//! controllers).
 
 use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
+use controller::node_lifecycle::{ConfigError, NodeLifecycleConfig, Rates};
 use flotilla_client::{Client, Kubeconfig, LeaderConfig, Resolved};
 
 use crate::etcd::parse_duration;
@@ -58,5 +61,102 @@ impl LeaderElectArgs {
             renew_deadline: self.leader_elect_renew_deadline,
             retry_period: self.leader_elect_retry_period,
         })
+    }
+}
+
+/// The node lifecycle controller's flags, with kube-controller-manager's names and
+/// defaults.
+#[derive(Args, Debug, Clone)]
+pub struct NodeLifecycleArgs {
+    /// How long a node may go without renewing its Lease before its conditions become
+    /// Unknown and it is tainted unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How often node health is checked [default: 5s, or a fifth of
+    /// --node-monitor-grace-period when that is shorter than 25s].
+    #[arg(long, value_parser = parse_duration)]
+    pub node_monitor_period: Option<Duration>,
+    /// The grace period of a node that never posted its Ready condition [default: 1m, or
+    /// --node-monitor-grace-period when that is longer].
+    #[arg(long, value_parser = parse_duration)]
+    pub node_startup_grace_period: Option<Duration>,
+    /// Nodes per second tainted for eviction in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f64,
+    /// Nodes per second tainted for eviction in a partially disrupted zone larger than
+    /// --large-cluster-size-threshold (smaller ones stop evicting).
+    #[arg(long, default_value_t = 0.01)]
+    pub secondary_node_eviction_rate: f64,
+    /// The share of not-ready nodes (more than two) that makes a zone partially disrupted.
+    #[arg(long, default_value_t = 0.55)]
+    pub unhealthy_zone_threshold: f64,
+    /// Zones with more nodes than this keep evicting, at the secondary rate, when partially
+    /// disrupted.
+    #[arg(long, default_value_t = 50)]
+    pub large_cluster_size_threshold: usize,
+}
+
+impl NodeLifecycleArgs {
+    /// The controller's configuration, if the values can work together.
+    pub fn to_config(&self) -> Result<NodeLifecycleConfig, ConfigError> {
+        let grace = self.node_monitor_grace_period;
+        let cfg = NodeLifecycleConfig {
+            node_monitor_period: self
+                .node_monitor_period
+                .unwrap_or_else(|| (grace / 5).min(Duration::from_secs(5))),
+            node_monitor_grace_period: grace,
+            node_startup_grace_period: self
+                .node_startup_grace_period
+                .unwrap_or_else(|| grace.max(Duration::from_secs(60))),
+            rates: Rates {
+                node_eviction_rate: self.node_eviction_rate,
+                secondary_node_eviction_rate: self.secondary_node_eviction_rate,
+                unhealthy_zone_threshold: self.unhealthy_zone_threshold,
+                large_cluster_size_threshold: self.large_cluster_size_threshold,
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeLifecycleArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<NodeLifecycleConfig, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .expect("flags parse");
+        cli.node.to_config()
+    }
+
+    #[test]
+    fn node_lifecycle_flags_default_as_kubernetes_and_scale_the_period_to_a_short_grace() {
+        assert_eq!(config(&[]), Ok(NodeLifecycleConfig::default()));
+        let short = config(&["--node-monitor-grace-period", "2s"]).expect("valid");
+        assert_eq!(short.node_monitor_period, Duration::from_millis(400));
+        assert_eq!(short.node_startup_grace_period, Duration::from_secs(60));
+        let custom = config(&[
+            "--node-monitor-grace-period=1m",
+            "--node-monitor-period=10s",
+            "--node-eviction-rate=1",
+            "--secondary-node-eviction-rate=0",
+            "--unhealthy-zone-threshold=0.4",
+            "--large-cluster-size-threshold=10",
+        ])
+        .expect("valid");
+        assert_eq!(custom.node_monitor_period, Duration::from_secs(10));
+        assert_eq!(custom.node_startup_grace_period, Duration::from_secs(60));
+        assert_eq!(custom.rates.large_cluster_size_threshold, 10);
+        let bad = config(&["--node-monitor-grace-period=2s", "--node-monitor-period=5s"])
+            .expect_err("period longer than grace");
+        assert_eq!(bad.flag, "node-monitor-grace-period");
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::component::{LeaderElectArgs, connect, identity};
+use controller::manager::ManagerConfig;
+
+use crate::component::{LeaderElectArgs, NodeLifecycleArgs, connect, identity};
 
 /// The flags of `flotilla controller`.
 #[derive(Args, Debug)]
@@ -19,6 +21,9 @@ pub struct ControllerArgs {
     /// Leader-election timings.
     #[command(flatten)]
     pub leader_election: LeaderElectArgs,
+    /// Node health and taint-based eviction.
+    #[command(flatten)]
+    pub node_lifecycle: NodeLifecycleArgs,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -26,13 +31,16 @@ pub struct ControllerArgs {
 
 /// Runs the controllers (while leading) until `shutdown`.
 pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let timing = args.leader_election.to_config()?;
+    let config = ManagerConfig {
+        leader_election: args.leader_election.to_config()?,
+        node_lifecycle: args.node_lifecycle.to_config().map_err(|e| e.to_string())?,
+    };
     let client = connect(args.kubeconfig.as_deref(), args.context.as_deref())?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(controller::manager::run(
         client,
         identity(),
-        timing,
+        config,
         stop_rx,
     ));
     shutdown.await;

@@ -104,21 +104,60 @@ pub struct EtcdArgs {
     pub log_level: String,
 }
 
-/// Parses a Go-style duration: a number with ms, s, m or h.
+/// Parses a Go-style duration: numbers (fractions allowed) each with a unit of ns, us,
+/// ms, s, m or h, one after another (`500ms`, `1m30s`, `1.5h`), or a bare `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s, 10m or 1h"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 5s, 10m or 1h")),
+    let err = || format!("{s:?} is not a duration like 500ms, 5s, 1m30s or 1h");
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
     }
+    if rest.is_empty() {
+        return Err(err());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let nanos_per_unit: u64 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(err()),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(err());
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| err())?
+        };
+        let fraction: f64 = if fraction.is_empty() {
+            0.0
+        } else {
+            format!("0.{fraction}").parse().map_err(|_| err())?
+        };
+        let nanos = whole
+            .checked_mul(nanos_per_unit)
+            .and_then(|n| n.checked_add((fraction * nanos_per_unit as f64).round() as u64))
+            .ok_or_else(err)?;
+        total = total
+            .checked_add(Duration::from_nanos(nanos))
+            .ok_or_else(err)?;
+        rest = next;
+    }
+    Ok(total)
 }
 
 impl EtcdArgs {
@@ -180,5 +219,11 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").is_err(), "a unit is needed");
+        assert!(parse_duration(".s").is_err());
     }
 }

@@ -5,9 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use apiserver::defaults::toleration_seconds::DefaultTolerationSeconds;
 use apiserver::tls::TlsMode;
 use apiserver::{Server, ServerConfig, ServerError};
 use clap::Args;
+use controller::manager::ManagerConfig;
+
+use crate::component::NodeLifecycleArgs;
 
 /// The flags of `flotilla server`.
 #[derive(Args, Debug)]
@@ -60,6 +64,17 @@ pub struct ServerArgs {
     /// Do not run the controllers in this process.
     #[arg(long)]
     pub no_controllers: bool,
+    /// The in-process node lifecycle controller's settings.
+    #[command(flatten)]
+    pub node_lifecycle: NodeLifecycleArgs,
+    /// tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute` toleration added
+    /// to every pod that has none.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the `node.kubernetes.io/unreachable:NoExecute` toleration added
+    /// to every pod that has none.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
     /// Also run a node agent in this process (process runtime, data under
     /// <data-dir>/agent), so that one command gives a cluster that runs pods.
     #[arg(long)]
@@ -103,6 +118,24 @@ impl ServerArgs {
         }
     }
 
+    /// The in-process controller manager's configuration, or None with --no-controllers.
+    pub fn manager_config(&self) -> Result<Option<ManagerConfig>, ServerArgsError> {
+        if self.no_controllers {
+            return Ok(None);
+        }
+        let node_lifecycle = self
+            .node_lifecycle
+            .to_config()
+            .map_err(|e| ServerArgsError {
+                flag: e.flag,
+                reason: e.reason,
+            })?;
+        Ok(Some(ManagerConfig {
+            node_lifecycle,
+            ..Default::default()
+        }))
+    }
+
     /// The configuration these flags describe.
     pub fn into_config(self) -> Result<(ServerConfig, SocketAddr), ServerArgsError> {
         let (first, last) = self
@@ -122,6 +155,23 @@ impl ServerArgs {
                 flag: "compaction-interval-seconds",
                 reason: "must be at least 1".into(),
             });
+        }
+        for (flag, seconds) in [
+            (
+                "default-not-ready-toleration-seconds",
+                self.default_not_ready_toleration_seconds,
+            ),
+            (
+                "default-unreachable-toleration-seconds",
+                self.default_unreachable_toleration_seconds,
+            ),
+        ] {
+            if seconds < 0 {
+                return Err(ServerArgsError {
+                    flag,
+                    reason: "must not be negative".into(),
+                });
+            }
         }
         if self.event_ttl_seconds < 2 {
             return Err(ServerArgsError {
@@ -169,6 +219,10 @@ impl ServerArgs {
             node_ports: first..=last,
             compaction_interval: Duration::from_secs(self.compaction_interval_seconds),
             event_ttl: Duration::from_secs(self.event_ttl_seconds),
+            default_toleration_seconds: DefaultTolerationSeconds {
+                not_ready: self.default_not_ready_toleration_seconds,
+                unreachable: self.default_unreachable_toleration_seconds,
+            },
             ..Default::default()
         };
         Ok((cfg, self.listen))
@@ -186,15 +240,15 @@ pub enum ControlPlaneError {
     Client(String),
 }
 
-/// Runs the API server and, unless disabled, the scheduler beside it, and optionally a
-/// local agent (each a client of the API like any other, over loopback with the admin
-/// credentials), until `shutdown`.
+/// Runs the API server and, unless disabled, the scheduler and the controller manager
+/// (`controllers`) beside it, and optionally a local agent (each a client of the API like
+/// any other, over loopback with the admin credentials), until `shutdown`.
 pub async fn run_control_plane(
     cfg: ServerConfig,
     listen: SocketAddr,
     scheduler: Option<scheduler::config::Configuration>,
     local_agent: Option<agent::run::AgentConfig>,
-    with_controllers: bool,
+    controllers: Option<ManagerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControlPlaneError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -227,13 +281,13 @@ pub async fn run_control_plane(
         )));
         tracing::info!("scheduler running in-process");
     }
-    if with_controllers {
+    if let Some(config) = controllers {
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
         tasks.push(tokio::spawn(controller::manager::run(
             client,
             format!("{}-{}", hostname(), server.addr),
-            Default::default(),
+            config,
             stop_rx.clone(),
         )));
         tracing::info!("controllers running in-process");

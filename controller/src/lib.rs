@@ -1,4 +1,4 @@
-//! The Flotilla controller manager (being built): controllers that keep the cluster's
+//! The Flotilla controller manager: controllers that keep the cluster's
 //! state at what the objects ask for, on the shared informers and work queue, behind one
 //! Lease-based leader election.
 //!
@@ -6,7 +6,10 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets, with rollback history
 //! - [`endpoints`]: a Service's ready and not-ready pod addresses
 //! - [`replicaset`]: keeps `replicas` pods matching a ReplicaSet's selector
-//! - [`garbage_collector`]: deletes what nobody owns any more (background deletion)
+//! - [`garbage_collector`]: deletes what nobody owns any more (background,
+//!   foreground and orphan deletion)
+//! - [`node_lifecycle`]: node health from Leases, readiness taints, taint-based eviction
+//!   with per-zone rate limits, and force deletion of pods stuck on unreachable nodes
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
 //! - [`workers`]: the worker loop over the work queue, tasks that stop together
@@ -17,6 +20,7 @@ pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod manager;
+pub mod node_lifecycle;
 pub mod replicaset;
 pub mod selector;
 pub mod workers;

@@ -6,25 +6,46 @@ use flotilla_client::{Client, LeaderConfig, LeaderElector};
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
+use crate::node_lifecycle::NodeLifecycleConfig;
+
 /// The Lease the managers elect a leader on.
 pub const LEASE: &str = "flotilla-controller-manager";
+
+/// How the manager and its controllers run.
+#[derive(Clone, Debug, Default)]
+pub struct ManagerConfig {
+    /// Leader-election timings.
+    pub leader_election: LeaderConfig,
+    /// The node lifecycle controller's periods, grace periods and eviction rates.
+    pub node_lifecycle: NodeLifecycleConfig,
+}
 
 /// Runs the controllers while leading, until `shutdown` flips.
 pub async fn run(
     client: Client,
     identity: String,
-    timing: LeaderConfig,
+    config: ManagerConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    LeaderElector::new(client.api::<Lease>("kube-system"), LEASE, &identity, timing)
-        .run_while_leading(shutdown, |stop| async move {
-            // A JoinSet, so that this future being dropped stops every controller.
-            let mut controllers = tokio::task::JoinSet::new();
-            controllers.spawn(crate::replicaset::run(client.clone(), stop.clone()));
-            controllers.spawn(crate::deployment::run(client.clone(), stop.clone()));
-            controllers.spawn(crate::endpoints::run(client.clone(), stop.clone()));
-            controllers.spawn(crate::garbage_collector::run(client, stop));
-            while controllers.join_next().await.is_some() {}
-        })
-        .await;
+    let ManagerConfig {
+        leader_election,
+        node_lifecycle,
+    } = config;
+    LeaderElector::new(
+        client.api::<Lease>("kube-system"),
+        LEASE,
+        &identity,
+        leader_election,
+    )
+    .run_while_leading(shutdown, |stop| async move {
+        // A JoinSet, so that this future being dropped stops every controller.
+        let mut controllers = tokio::task::JoinSet::new();
+        controllers.spawn(crate::replicaset::run(client.clone(), stop.clone()));
+        controllers.spawn(crate::deployment::run(client.clone(), stop.clone()));
+        controllers.spawn(crate::endpoints::run(client.clone(), stop.clone()));
+        controllers.spawn(crate::garbage_collector::run(client.clone(), stop.clone()));
+        controllers.spawn(crate::node_lifecycle::run(client, node_lifecycle, stop));
+        while controllers.join_next().await.is_some() {}
+    })
+    .await;
 }

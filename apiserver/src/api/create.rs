@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::alloc;
+use crate::defaults::toleration_seconds::add_default_tolerations;
 use crate::error::ApiError;
 use crate::meta::{fill_on_create, generate_name};
 use crate::registry::Admission;
@@ -79,6 +80,9 @@ impl Api {
             && let Some(map) = obj.as_object_mut()
         {
             map.remove("status");
+        }
+        if info.plural == "pods" {
+            add_default_tolerations(&mut obj, &self.config.default_toleration_seconds);
         }
         let mut obj = info
             .ops

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::alloc::ServiceRanges;
+use crate::defaults::toleration_seconds::DefaultTolerationSeconds;
 use crate::error::ApiError;
 use crate::registry::{AdmitError, Registry, ResourceInfo};
 use crate::storage::keys::object_key;
@@ -61,6 +62,8 @@ pub struct ApiConfig {
     pub cache: CacheConfig,
     /// How long an Event is kept after its last write (Kubernetes' --event-ttl).
     pub event_ttl: std::time::Duration,
+    /// The tolerationSeconds DefaultTolerationSeconds gives pods.
+    pub default_toleration_seconds: DefaultTolerationSeconds,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +72,7 @@ impl Default for ApiConfig {
             service_ranges: ServiceRanges::default(),
             cache: CacheConfig::default(),
             event_ttl: std::time::Duration::from_secs(3600),
+            default_toleration_seconds: DefaultTolerationSeconds::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::alloc;
+use crate::defaults::toleration_seconds::add_default_tolerations;
 use crate::error::ApiError;
 use crate::meta::{fill_on_update, parse_resource_version, resource_version, spec_changed};
 use crate::registry::Admission;
@@ -229,6 +230,11 @@ impl Api {
             let mut new = build(&current)?;
             if info.plural == "services" && part == Part::Main {
                 alloc::keep_allocated(&mut new, &current);
+            }
+            // As Kubernetes admits pod updates too: a pod replaced from its original
+            // manifest keeps the tolerations it was given.
+            if info.plural == "pods" && part == Part::Main {
+                add_default_tolerations(&mut new, &self.config.default_toleration_seconds);
             }
             let mut new = info
                 .ops

@@ -1,4 +1,9 @@
-//! Defaulting as Kubernetes does it for the fields users rely on.
+//! Defaulting as Kubernetes does it for the fields users rely on, and the defaulting
+//! admission that needs the server's configuration:
+//!
+//! - [`toleration_seconds`]: DefaultTolerationSeconds for pods
+
+pub mod toleration_seconds;
 
 /// Fills in the fields Kubernetes defaults when a manifest leaves them out.
 pub trait ApplyDefaults {

@@ -74,12 +74,12 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => {
             logging::init(&args.log_level);
-            let with_controllers = !args.no_controllers;
             let checked = args.scheduler_configuration().and_then(|sched| {
                 let agent = args.local_agent_config()?;
-                Ok((sched, agent, args.into_config()?))
+                let controllers = args.manager_config()?;
+                Ok((sched, agent, controllers, args.into_config()?))
             });
-            let (scheduler, local_agent, (cfg, listen)) = match checked {
+            let (scheduler, local_agent, controllers, (cfg, listen)) = match checked {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("flotilla server: {e}");
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
                 listen,
                 scheduler,
                 local_agent,
-                with_controllers,
+                controllers,
                 signals::shutdown(),
             )) {
                 Ok(()) => ExitCode::SUCCESS,

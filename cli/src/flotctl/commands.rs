@@ -292,14 +292,19 @@ pub(crate) struct Session {
     pub(crate) resources: Vec<ResourceInfo>,
 }
 
+/// A client for the kubeconfig context the global flags name.
+pub(super) fn connect(g: &Global) -> Result<Client, CommandError> {
+    let cfg = Kubeconfig::load(g.kubeconfig.as_deref())
+        .map_err(|e| CommandError(format!("error: {e}")))?;
+    let resolved = cfg
+        .resolve(g.context.as_deref())
+        .map_err(|e| CommandError(format!("error: {e}")))?;
+    Ok(Client::new(&resolved)?)
+}
+
 impl Session {
     pub(crate) async fn open(g: &Global) -> Result<Self, CommandError> {
-        let cfg = Kubeconfig::load(g.kubeconfig.as_deref())
-            .map_err(|e| CommandError(format!("error: {e}")))?;
-        let resolved = cfg
-            .resolve(g.context.as_deref())
-            .map_err(|e| CommandError(format!("error: {e}")))?;
-        let client = Client::new(&resolved)?;
+        let client = connect(g)?;
         let resources = client.discover().await?;
         Ok(Session {
             namespace: g
@@ -430,6 +435,9 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         Command::Annotate(a) => set_meta(g, a, "annotations", "annotated").await,
         Command::Config(c) => config(g, c),
         Command::Delete(a) => delete(g, a).await,
+        Command::Cordon(a) => super::node::cordon(g, a).await,
+        Command::Uncordon(a) => super::node::uncordon(g, a).await,
+        Command::Drain(a) => super::node::drain(g, a).await,
     }
 }
 
@@ -725,7 +733,8 @@ fn labels(o: &Value) -> String {
     }
 }
 
-fn reason(e: &ClientError) -> &'static str {
+/// kubectl's name for a server status, as in `Error from server (NotFound)`.
+pub(super) fn reason(e: &ClientError) -> &'static str {
     match e {
         ClientError::NotFound(_) => "NotFound",
         ClientError::AlreadyExists(_) => "AlreadyExists",

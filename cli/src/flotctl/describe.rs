@@ -198,7 +198,23 @@ pub fn describe(resource: &str, o: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|t| format!("{}:{}", s(&t["key"]), s(&t["effect"])))
+                .map(|t| {
+                    // kubectl's form: key[=value][:effect][ op=Exists][ for Ns].
+                    let mut out = s(&t["key"]);
+                    if let Some(v) = t["value"].as_str().filter(|v| !v.is_empty()) {
+                        out.push_str(&format!("={v}"));
+                    }
+                    if let Some(e) = t["effect"].as_str().filter(|e| !e.is_empty()) {
+                        out.push_str(&format!(":{e}"));
+                    }
+                    if t["operator"].as_str() == Some("Exists") {
+                        out.push_str(" op=Exists");
+                    }
+                    if let Some(secs) = t["tolerationSeconds"].as_i64() {
+                        out.push_str(&format!(" for {secs}s"));
+                    }
+                    out
+                })
                 .collect();
             d.line(0, "Tolerations", none(tol.join(", ")));
         }

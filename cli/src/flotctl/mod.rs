@@ -8,12 +8,14 @@
 //! - [`rollout`]: `rollout status|history|undo|restart|pause|resume`
 //! - [`set`]: `set image`
 //! - [`commands`]: one function per verb
+//! - [`node`]: `cordon`, `uncordon`, `drain`
 
 pub mod apply;
 pub mod commands;
 pub mod describe;
 pub mod jsonpath;
 pub mod manifest;
+pub mod node;
 pub mod printer;
 pub mod rollout;
 pub mod set;
@@ -81,6 +83,12 @@ pub enum Command {
     Label(commands::MetaArgs),
     /// Add, change (--overwrite) or remove (key-) annotations.
     Annotate(commands::MetaArgs),
+    /// Mark a node unschedulable: no new pod is placed there.
+    Cordon(node::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(node::NodeArgs),
+    /// Cordon a node and remove its pods (for maintenance).
+    Drain(node::DrainArgs),
     /// Show and change kubeconfig settings.
     #[command(subcommand)]
     Config(commands::ConfigCommand),
