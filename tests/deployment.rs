@@ -1,7 +1,7 @@
 //! Deployments end to end, on real pods (scheduler, an agent with the process runtime and
 //! the shim, the controller manager): a rolling update watched pod by pod stays within
-//! maxSurge and maxUnavailable even when the controller manager is killed and replaced
-//! mid-rollout; rollback, pause and resume, restart, scaling, history through flotctl;
+//! maxSurge and maxUnavailable even when the leading controller manager is killed
+//! mid-rollout and its standby takes over; rollback, pause and resume, restart, scaling, history through flotctl;
 //! Recreate never runs both versions at once; a rollout that cannot progress reports
 //! ProgressDeadlineExceeded.
 
@@ -34,7 +34,7 @@ struct Cluster {
     kubeconfig: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    manager: Option<JoinHandle<()>>,
+    managers: Vec<Option<JoinHandle<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,7 +97,7 @@ impl Cluster {
             kubeconfig,
             stop,
             tasks,
-            manager: None,
+            managers: Vec::new(),
             _dir: dir,
         };
         c.start_manager("manager-1");
@@ -105,20 +105,32 @@ impl Cluster {
     }
 
     fn start_manager(&mut self, identity: &str) {
-        self.manager = Some(tokio::spawn(controller::manager::run(
-            self.client.clone(),
-            identity.into(),
-            controller::manager::ManagerConfig {
-                leader_election: quick_leader(),
-                ..Default::default()
-            },
-            self.stop.subscribe(),
-        )));
+        self.managers
+            .push(Some(tokio::spawn(controller::manager::run(
+                self.client.clone(),
+                identity.into(),
+                controller::manager::ManagerConfig {
+                    leader_election: quick_leader(),
+                    ..Default::default()
+                },
+                self.stop.subscribe(),
+            ))));
+    }
+
+    /// Who holds the controller managers' Lease.
+    async fn leader(&self) -> Option<String> {
+        self.client
+            .api::<k8s_openapi::api::coordination::v1::Lease>("kube-system")
+            .get_opt(controller::manager::LEASE)
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
     }
 
     /// Kills the controller manager as a crash would: mid-work, no cleanup, Lease held.
-    async fn kill_manager(&mut self) {
-        if let Some(m) = self.manager.take() {
+    async fn kill_manager(&mut self, i: usize) {
+        if let Some(m) = self.managers[i].take() {
             m.abort();
             let _ = m.await;
         }
@@ -201,7 +213,7 @@ impl Cluster {
         })
         .await;
         self.stop.send_replace(true);
-        if let Some(m) = self.manager.take() {
+        for m in self.managers.iter_mut().filter_map(Option::take) {
             let _ = m.await;
         }
         for t in self.tasks.drain(..) {
@@ -356,8 +368,12 @@ async fn rolling_updates_keep_their_bounds_and_roll_back() {
         });
     assert_eq!(available.and_then(|c| c.status).as_deref(), Some("True"));
 
-    // Roll to web:2 with a watcher on every pod, killing the controller manager once the
-    // rollout is under way and starting another in its place.
+    // A second manager stands by: only the leader acts.
+    c.start_manager("manager-2");
+    assert_eq!(c.leader().await.as_deref(), Some("manager-1"));
+
+    // Roll to web:2 with a watcher on every pod, killing the leading controller manager
+    // once the rollout is under way: the standby takes over and finishes it.
     let seen = Arc::new(Mutex::new(Observed::default()));
     let (stop_watch, stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(watch_pods(c.client.clone(), "web", seen.clone(), stop_rx));
@@ -377,8 +393,7 @@ async fn rolling_updates_keep_their_bounds_and_roll_back() {
         }
     })
     .await;
-    c.kill_manager().await;
-    c.start_manager("manager-2");
+    c.kill_manager(0).await;
     let out = c.flotctl_ok(&["rollout", "status", "deployment/web", "--timeout", "90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     stop_watch.send_replace(true);
@@ -391,6 +406,7 @@ async fn rolling_updates_keep_their_bounds_and_roll_back() {
         );
         assert!(s.max_live <= 4, "maxSurge 1 was violated: {s:?}");
     }
+    assert_eq!(c.leader().await.as_deref(), Some("manager-2"));
     let sets = c.replica_sets().await;
     assert_eq!(sets.len(), 2, "one ReplicaSet per revision");
     assert!(

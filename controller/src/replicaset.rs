@@ -16,9 +16,9 @@ use flotilla_client::informer::{by_namespace, key_of};
 use flotilla_client::{
     Change, Client, ClientError, DeleteParams, Informer, ListParams, Patch, Store, WorkQueue,
 };
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -85,6 +85,32 @@ fn ready_since(p: &Pod) -> Option<jiff::Timestamp> {
                 .as_ref()
                 .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0)
         })
+}
+
+/// The conditions with ReplicaFailure set for a failed create or delete (kept as first
+/// reported while it keeps failing) or cleared once the ReplicaSet manages again.
+fn with_failure(
+    mut conditions: Vec<ReplicaSetCondition>,
+    failure: Option<(&str, String)>,
+    now: jiff::Timestamp,
+) -> Vec<ReplicaSetCondition> {
+    let failing = conditions
+        .iter()
+        .any(|c| c.type_.as_deref() == Some("ReplicaFailure"));
+    match failure {
+        Some((reason, message)) if !failing => conditions.push(ReplicaSetCondition {
+            type_: Some("ReplicaFailure".into()),
+            status: Some("True".into()),
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_transition_time: Some(Time(now)),
+        }),
+        None if failing => {
+            conditions.retain(|c| c.type_.as_deref() != Some("ReplicaFailure"));
+        }
+        _ => {}
+    }
+    conditions
 }
 
 /// Deletion order: the pods worth least first.
@@ -267,40 +293,22 @@ impl Controller {
         let mut active: Vec<Arc<Pod>> = mine.iter().filter(|p| is_active(p)).cloned().collect();
         let want = i64::from(spec.replicas.unwrap_or(1).max(0));
 
+        // A failed create or delete is reported in the ReplicaFailure condition before
+        // it is returned (and retried with back-off).
+        let mut failure: Option<(&str, ClientError)> = None;
         if self.expectations.satisfied(key) {
             let diff = active.len() as i64 - want;
             if diff < 0 {
                 let n = usize::try_from(-diff).unwrap_or(0).min(BURST);
-                self.create_pods(&rs, key, n).await?;
+                if let Err(e) = self.create_pods(&rs, key, n).await {
+                    failure = Some(("FailedCreate", e));
+                }
             } else if diff > 0 {
                 let n = usize::try_from(diff).unwrap_or(0).min(BURST);
                 active.sort_by_key(|p| rank(p));
                 let doomed: Vec<Arc<Pod>> = active.drain(..n).collect();
-                self.expectations.expect(key, 0, n as i64);
-                for p in doomed {
-                    let pod_name = p.metadata.name.clone().unwrap_or_default();
-                    let params = DeleteParams {
-                        precondition_uid: p.metadata.uid.clone().unwrap_or_default(),
-                        ..Default::default()
-                    };
-                    match pods_api.delete(&pod_name, &params).await {
-                        Ok(_) => {
-                            self.event(
-                                &rs,
-                                "Normal",
-                                "SuccessfulDelete",
-                                &format!("Deleted pod: {pod_name}"),
-                            )
-                            .await
-                        }
-                        Err(e) => {
-                            // It will not be seen going: stop waiting for it.
-                            self.expectations.deletion_observed(key);
-                            if !e.is_not_found() {
-                                return Err(e);
-                            }
-                        }
-                    }
+                if let Err(e) = self.delete_pods(&rs, key, doomed).await {
+                    failure = Some(("FailedDelete", e));
                 }
             }
         }
@@ -327,20 +335,29 @@ impl Controller {
             .iter()
             .filter(|since| now.duration_since(**since).as_secs() >= min_ready)
             .count();
+        let current = rs.status.as_ref();
+        let conditions = with_failure(
+            current
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default(),
+            failure.as_ref().map(|(reason, e)| (*reason, e.to_string())),
+            now,
+        );
         let status = json!({
             "replicas": counted.len(),
             "fullyLabeledReplicas": fully_labeled,
             "readyReplicas": ready.len(),
             "availableReplicas": available,
             "observedGeneration": rs.metadata.generation,
+            "conditions": conditions,
         });
-        let current = rs.status.as_ref();
         let same = current.is_some_and(|s| {
             i64::from(s.replicas) == counted.len() as i64
                 && s.fully_labeled_replicas.map_or(0, i64::from) == fully_labeled as i64
                 && s.ready_replicas.map_or(0, i64::from) == ready.len() as i64
                 && s.available_replicas.map_or(0, i64::from) == available as i64
                 && s.observed_generation == rs.metadata.generation
+                && s.conditions.clone().unwrap_or_default() == conditions
         });
         if !same {
             match self
@@ -354,8 +371,47 @@ impl Controller {
                 Err(e) => return Err(e),
             }
         }
+        if let Some((_, e)) = failure {
+            return Err(e);
+        }
         // A ready pod becomes available after minReadySeconds: look again then.
         Ok((available < ready.len()).then(|| Duration::from_secs(min_ready.max(1) as u64)))
+    }
+
+    /// Deletes the chosen surplus pods, expecting to see each go.
+    async fn delete_pods(
+        &self,
+        rs: &ReplicaSet,
+        key: &str,
+        doomed: Vec<Arc<Pod>>,
+    ) -> Result<(), ClientError> {
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        let pods_api = self.client.api::<Pod>(&ns);
+        self.expectations.expect(key, 0, doomed.len() as i64);
+        let mut result = Ok(());
+        for p in doomed {
+            let pod_name = p.metadata.name.clone().unwrap_or_default();
+            let params = DeleteParams {
+                precondition_uid: p.metadata.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            match pods_api.delete(&pod_name, &params).await {
+                Ok(_) => {
+                    let msg = format!("Deleted pod: {pod_name}");
+                    self.event(rs, "Normal", "SuccessfulDelete", &msg).await;
+                }
+                Err(e) => {
+                    // It will not be seen going: stop waiting for it.
+                    self.expectations.deletion_observed(key);
+                    if !e.is_not_found() {
+                        let msg = format!("Error deleting: {e}");
+                        self.event(rs, "Warning", "FailedDelete", &msg).await;
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        result
     }
 
     fn owner_ref(&self, rs: &ReplicaSet) -> OwnerReference {
@@ -460,4 +516,21 @@ async fn create_many(
         out.push(r.unwrap_or_else(|e| Err(ClientError::Decode(e.to_string()))));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_failure_is_set_while_failing_and_cleared_after() {
+        let now = jiff::Timestamp::now();
+        let failed = with_failure(Vec::new(), Some(("FailedCreate", "forbidden".into())), now);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].reason.as_deref(), Some("FailedCreate"));
+        assert_eq!(failed[0].message.as_deref(), Some("forbidden"));
+        let again = with_failure(failed.clone(), Some(("FailedCreate", "other".into())), now);
+        assert_eq!(again, failed, "kept as first reported");
+        assert!(with_failure(failed, None, now).is_empty());
+    }
 }

@@ -225,6 +225,43 @@ pub fn update_progressing(
     }
 }
 
+/// Copies a ReplicaSet's ReplicaFailure condition (the new one's first) onto the
+/// Deployment, or clears it, so that `describe` shows why pods are not being created.
+pub fn update_replica_failure(
+    new: Option<&ReplicaSet>,
+    all: &[&ReplicaSet],
+    status: &mut DeploymentStatus,
+    now: jiff::Timestamp,
+) {
+    let failure = |rs: &ReplicaSet| {
+        rs.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_.as_deref() == Some("ReplicaFailure"))
+            .cloned()
+    };
+    let found = match new {
+        Some(rs) => failure(rs),
+        None => all.iter().find_map(|rs| failure(rs)),
+    };
+    match found {
+        Some(c) => {
+            let mut d = new_condition(
+                "ReplicaFailure",
+                c.status.as_deref().unwrap_or("True"),
+                c.reason.as_deref().unwrap_or_default(),
+                c.message.unwrap_or_default(),
+                now,
+            );
+            d.last_transition_time = c.last_transition_time.or(d.last_transition_time);
+            set_condition(status, d);
+        }
+        None => remove_condition(status, "ReplicaFailure"),
+    }
+}
+
 /// When to look again so that a stuck rollout is noticed at its deadline.
 pub fn recheck_after(
     d: &Deployment,

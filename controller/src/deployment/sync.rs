@@ -601,6 +601,7 @@ impl Controller {
         let mut s = status::calculate(d, revs.new.as_ref(), &revs.all(), f, now);
         if rollout {
             status::update_progressing(d, revs.new.as_ref(), &mut s, now);
+            status::update_replica_failure(revs.new.as_ref(), &revs.all(), &mut s, now);
         }
         if Some(&s) == d.status.as_ref() {
             return Ok(status::recheck_after(d, &s, now));
