@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "flotilla/etcdlite/v1/peer.proto",
         "flotilla/api/v1/resources.proto",
         "flotilla/agent/v1/agent.proto",
+        "cri/runtime/v1/api.proto",
     ];
     let fds = protox::compile(files, ["."])?;
     tonic_prost_build::configure()

@@ -50,7 +50,7 @@ fn sh(name: &str, script: &str) -> ContainerConfig {
     ContainerConfig {
         name: name.into(),
         image: "busybox:1.36".into(),
-        argv: vec!["sh".into(), "-c".into(), script.into()],
+        command: vec!["sh".into(), "-c".into(), script.into()],
         log_path: PathBuf::from(format!("{name}/0.log")),
         ..Default::default()
     }
@@ -177,13 +177,13 @@ async fn containers_that_cannot_run_are_refused_with_the_reason() {
     let rt = runtime(&dir.path().join("state"));
     let sb = sandbox(&rt, &dir.path().join("logs")).await;
     let mut no_command = sh("none", "");
-    no_command.argv.clear();
+    no_command.command.clear();
     match rt.create_container(&sb, &no_command).await {
         Err(RuntimeError::Invalid(m)) => assert_eq!(m, NO_COMMAND),
         other => panic!("{other:?}"),
     }
     let mut missing = sh("missing", "");
-    missing.argv = vec!["/nonexistent/program".into()];
+    missing.command = vec!["/nonexistent/program".into()];
     let id = rt.create_container(&sb, &missing).await.expect("create");
     // Refused by the shim (StartFailed), or by the step that joins the cgroup just after
     // the process began: either way the status says why.

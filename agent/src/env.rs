@@ -126,13 +126,24 @@ fn secret_data(s: &Secret) -> BTreeMap<String, String> {
     out
 }
 
+/// A container's environment, command and arguments, with $(VAR) references expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The variables, in the order Kubernetes sets them.
+    pub env: Vec<(String, String)>,
+    /// The `command`.
+    pub command: Vec<String>,
+    /// The `args`.
+    pub args: Vec<String>,
+}
+
 /// The environment of `c` in `pod`, in order, and its command line expanded.
 pub async fn build(
     client: &Client,
     pod: &Pod,
     c: &Container,
     host_ip: &str,
-) -> Result<(Vec<(String, String)>, Vec<String>), EnvError> {
+) -> Result<Built, EnvError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -211,18 +222,15 @@ pub async fn build(
         };
         set(&mut vars, e.name.clone(), value);
     }
-    let argv: Vec<String> = c
-        .command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .map(|a| expand(a, &vars))
-        .collect();
+    let expanded = |list: &Option<Vec<String>>| -> Vec<String> {
+        list.iter().flatten().map(|a| expand(a, &vars)).collect()
+    };
+    let (command, args) = (expanded(&c.command), expanded(&c.args));
     let env = order
         .into_iter()
         .filter_map(|k| vars.get(&k).map(|v| (k.clone(), v.clone())))
         .collect();
-    Ok((env, argv))
+    Ok(Built { env, command, args })
 }
 
 #[cfg(test)]

@@ -365,7 +365,7 @@ async fn start<R: Runtime>(
     attempt: u32,
     older: &[ContainerStatus],
 ) -> Result<Step, RuntimeError> {
-    let (env, argv) = match crate::env::build(&ctx.client, pod, c, &ctx.host_ip).await {
+    let built = match crate::env::build(&ctx.client, pod, c, &ctx.host_ip).await {
         Ok(x) => x,
         Err(e) => {
             return Ok(Step::Waiting(
@@ -382,8 +382,9 @@ async fn start<R: Runtime>(
         name: c.name.clone(),
         attempt,
         image: c.image.clone().unwrap_or_default(),
-        argv,
-        env,
+        command: built.command,
+        args: built.args,
+        env: built.env,
         working_dir: c.working_dir.clone(),
         log_path: PathBuf::from(format!("{}/{attempt}.log", c.name)),
         resources: crate::resources::linux_resources(c),

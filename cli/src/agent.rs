@@ -16,6 +16,8 @@ use crate::etcd::parse_duration;
 pub enum RuntimeArg {
     /// Containers are host processes, each in its own process group.
     Process,
+    /// containerd (or another CRI runtime) over the CRI socket (--cri-socket).
+    Cri,
 }
 
 /// The flags of `flotilla agent`.
@@ -39,6 +41,9 @@ pub struct AgentArgs {
     /// The container runtime.
     #[arg(long, value_enum, default_value = "process")]
     pub runtime: RuntimeArg,
+    /// The CRI runtime's socket, with --runtime cri.
+    #[arg(long, default_value = agent::runtime::cri::DEFAULT_SOCKET)]
+    pub cri_socket: PathBuf,
     /// Resources kept for the system, subtracted from allocatable (cpu=500m,memory=1Gi).
     #[arg(long, default_value = "")]
     pub system_reserved: String,
@@ -132,8 +137,28 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<
         resolved.server = server;
     }
     let client = flotilla_client::Client::new(&resolved).map_err(|e| e.to_string())?;
-    let RuntimeArg::Process = args.runtime;
-    let runtime = Arc::new(process_runtime(&cfg.data_dir, &cfg.host_ip)?);
+    match args.runtime {
+        RuntimeArg::Process => {
+            let runtime = process_runtime(&cfg.data_dir, &cfg.host_ip)?;
+            run_with(client, Arc::new(runtime), cfg, shutdown).await
+        }
+        RuntimeArg::Cri => {
+            let runtime = agent::runtime::cri::CriRuntime::connect(&args.cri_socket, "/flotilla")
+                .await
+                .map_err(|e| format!("--cri-socket: {e}"))?;
+            tracing::info!(socket = %args.cri_socket.display(), version = %agent::runtime::Runtime::version(&runtime), "using the CRI runtime");
+            run_with(client, Arc::new(runtime), cfg, shutdown).await
+        }
+    }
+}
+
+/// Runs the agent on `runtime` until `shutdown` (or until it fails).
+async fn run_with<R: agent::runtime::Runtime>(
+    client: flotilla_client::Client,
+    runtime: Arc<R>,
+    cfg: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(agent::run::run(client, runtime, cfg, stop_rx));
     // The agent may fail before shutdown is asked for (registration refused).

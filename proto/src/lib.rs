@@ -5,8 +5,15 @@
 //! - [`etcdlite`]: etcd-lite's internal member-to-member protocol and on-disk records.
 //! - [`api`]: Flotilla's API, `flotilla.api.v1.Resources` (see its .proto for the contract).
 //! - [`agent`]: the node agent's endpoint, `flotilla.agent.v1.Agent`.
+//! - [`cri`]: the Kubernetes Container Runtime Interface (`runtime.v1`), the part the agent
+//!   uses to drive containerd.
 
 #![allow(clippy::all, missing_docs)]
+
+/// The Container Runtime Interface, v1: RuntimeService and ImageService.
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
+}
 
 /// etcd's MVCC types: key-values and watch events.
 pub mod mvccpb {

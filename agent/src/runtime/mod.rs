@@ -1,8 +1,9 @@
 //! The container runtime interface, shaped like Kubernetes' CRI (RuntimeService): a pod
 //! is a sandbox holding containers; containers are created, started, stopped, removed and
 //! inspected by id; their output goes to CRI-format log files named by the caller. The
-//! process runtime implements it today, containerd (over CRI itself) next.
+//! process runtime runs host commands in cgroups; the CRI runtime drives containerd.
 
+pub mod cri;
 pub mod fake;
 pub mod process;
 
@@ -107,8 +108,10 @@ pub struct ContainerConfig {
     pub attempt: u32,
     /// The image named in the pod.
     pub image: String,
-    /// The command and its arguments (the pod's `command` + `args`).
-    pub argv: Vec<String>,
+    /// The pod's `command` (empty: the image's entrypoint).
+    pub command: Vec<String>,
+    /// The pod's `args` (empty: the image's cmd, when `command` is empty too).
+    pub args: Vec<String>,
     /// The environment.
     pub env: Vec<(String, String)>,
     /// The working directory.
@@ -119,6 +122,13 @@ pub struct ContainerConfig {
     pub resources: LinuxResources,
     /// Labels (pod and container identity).
     pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerConfig {
+    /// The program and its arguments for a runtime without images: `command` then `args`.
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
 }
 
 /// A container's state.

@@ -287,7 +287,7 @@ impl Runtime for ProcessRuntime {
                 "sandbox {sandbox_id} is not ready"
             )));
         }
-        if cfg.argv.is_empty() {
+        if cfg.command.is_empty() && cfg.args.is_empty() {
             return Err(RuntimeError::Invalid(NO_COMMAND.into()));
         }
         let id = new_id();
@@ -303,7 +303,7 @@ impl Runtime for ProcessRuntime {
             &dir,
             "config.json",
             &ShimConfig {
-                argv: cfg.argv.clone(),
+                argv: cfg.argv(),
                 env: cfg.env.clone(),
                 working_dir: cfg.working_dir.clone(),
                 log_path: log_path.clone(),
