@@ -20,10 +20,19 @@ pub enum EnvError {
     Field(String),
 }
 
+/// The node's and the pod's addresses, which `status.hostIP` and `status.podIP` read: the
+/// pod's comes from its sandbox, since the first start precedes any status report.
+#[derive(Clone, Copy, Debug)]
+pub struct Ips<'a> {
+    /// The node's IP.
+    pub host: &'a str,
+    /// The pod's IP (the node's for a runtime without pod networking).
+    pub pod: &'a str,
+}
+
 /// Pod fields a container can read through `fieldRef`.
-pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Result<String, EnvError> {
+pub fn field_value(pod: &Pod, path: &str, ips: Ips<'_>) -> Result<String, EnvError> {
     let meta = &pod.metadata;
-    let status = pod.status.as_ref();
     Ok(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
         "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
@@ -38,10 +47,8 @@ pub fn field_value(pod: &Pod, path: &str, host_ip: &str) -> Result<String, EnvEr
             .as_ref()
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.podIP" => status
-            .and_then(|s| s.pod_ip.clone())
-            .unwrap_or_else(|| host_ip.to_string()),
-        "status.hostIP" => host_ip.to_string(),
+        "status.podIP" => ips.pod.to_string(),
+        "status.hostIP" => ips.host.to_string(),
         p => {
             if let Some(key) = p
                 .strip_prefix("metadata.labels['")
@@ -142,7 +149,7 @@ pub async fn build(
     client: &Client,
     pod: &Pod,
     c: &Container,
-    host_ip: &str,
+    ips: Ips<'_>,
 ) -> Result<Built, EnvError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -188,7 +195,7 @@ pub async fn build(
             None => expand(e.value.as_deref().unwrap_or_default(), &vars),
             Some(from) => {
                 if let Some(f) = &from.field_ref {
-                    field_value(pod, &f.field_path, host_ip)?
+                    field_value(pod, &f.field_path, ips)?
                 } else if let Some(k) = &from.config_map_key_ref {
                     let cm = config_map(client, &ns, &k.name).await?;
                     match cm.and_then(|cm| cm.data.and_then(|d| d.get(&k.key).cloned())) {
@@ -237,6 +244,11 @@ pub async fn build(
 mod tests {
     use super::*;
 
+    const IPS: Ips<'static> = Ips {
+        host: "10.0.0.1",
+        pod: "10.244.0.7",
+    };
+
     #[test]
     fn references_expand_as_kubernetes_expands_them() {
         let vars = BTreeMap::from([("A".to_string(), "1".to_string())]);
@@ -253,22 +265,20 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": []}
         }))
         .expect("pod");
+        assert_eq!(field_value(&pod, "metadata.name", IPS), Ok("p".into()));
+        assert_eq!(field_value(&pod, "spec.nodeName", IPS), Ok("n1".into()));
         assert_eq!(
-            field_value(&pod, "metadata.name", "10.0.0.1"),
-            Ok("p".into())
-        );
-        assert_eq!(
-            field_value(&pod, "spec.nodeName", "10.0.0.1"),
-            Ok("n1".into())
-        );
-        assert_eq!(
-            field_value(&pod, "status.hostIP", "10.0.0.1"),
+            field_value(&pod, "status.hostIP", IPS),
             Ok("10.0.0.1".into())
         );
         assert_eq!(
-            field_value(&pod, "metadata.labels['app']", "10.0.0.1"),
+            field_value(&pod, "metadata.labels['app']", IPS),
             Ok("web".into())
         );
-        assert!(field_value(&pod, "spec.containers", "x").is_err());
+        assert_eq!(
+            field_value(&pod, "status.podIP", IPS),
+            Ok("10.244.0.7".into())
+        );
+        assert!(field_value(&pod, "spec.containers", IPS).is_err());
     }
 }

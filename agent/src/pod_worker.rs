@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::probe::{Kind, Prober};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
-    SandboxState,
+    SandboxState, SandboxStatus,
 };
 use crate::status::{ContainerView, PodView, pod_status};
 
@@ -360,12 +360,16 @@ enum Step {
 async fn start<R: Runtime>(
     ctx: &Context<R>,
     pod: &Pod,
-    sandbox: &str,
+    sandbox: &SandboxStatus,
     c: &Container,
     attempt: u32,
     older: &[ContainerStatus],
 ) -> Result<Step, RuntimeError> {
-    let built = match crate::env::build(&ctx.client, pod, c, &ctx.host_ip).await {
+    let ips = crate::env::Ips {
+        host: &ctx.host_ip,
+        pod: &sandbox.ip,
+    };
+    let built = match crate::env::build(&ctx.client, pod, c, ips).await {
         Ok(x) => x,
         Err(e) => {
             return Ok(Step::Waiting(
@@ -394,7 +398,7 @@ async fn start<R: Runtime>(
         ]
         .into(),
     };
-    let id = match ctx.runtime.create_container(sandbox, &cfg).await {
+    let id = match ctx.runtime.create_container(&sandbox.id, &cfg).await {
         Ok(id) => id,
         Err(RuntimeError::Invalid(m)) => {
             return Ok(Step::Waiting("CreateContainerError".into(), m));
@@ -414,7 +418,7 @@ async fn start<R: Runtime>(
 async fn reconcile_container<R: Runtime>(
     ctx: &Context<R>,
     pod: &Pod,
-    sandbox: &str,
+    sandbox: &SandboxStatus,
     c: &Container,
     instances: &[ContainerStatus],
     policy: &str,
@@ -437,8 +441,9 @@ async fn reconcile_container<R: Runtime>(
             }
         },
         Some(latest) if latest.state == ContainerState::Running => {
-            let ip = ctx.host_ip.clone();
-            let (started, ready, kill, next) = run_probes(ctx, pod, c, latest, &ip, state).await;
+            // Probes reach the pod on its own address, as the kubelet's do.
+            let (started, ready, kill, next) =
+                run_probes(ctx, pod, c, latest, &sandbox.ip, state).await;
             view.started = started;
             view.ready = ready;
             wake = next;
@@ -607,7 +612,7 @@ async fn sync<R: Runtime>(
             "OnFailure"
         };
         let (mut v, wake) =
-            reconcile_container(ctx, pod, &sandbox.id, c, list, init_policy, state).await?;
+            reconcile_container(ctx, pod, &sandbox, c, list, init_policy, state).await?;
         v.ready = false;
         if let Some(l) = list.first()
             && l.state == ContainerState::Exited
@@ -635,7 +640,7 @@ async fn sync<R: Runtime>(
             });
             continue;
         }
-        let (v, wake) = reconcile_container(ctx, pod, &sandbox.id, c, list, &policy, state).await?;
+        let (v, wake) = reconcile_container(ctx, pod, &sandbox, c, list, &policy, state).await?;
         view.containers.push(v);
         wakes.extend(wake);
     }
