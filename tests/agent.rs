@@ -39,10 +39,9 @@ fn agent_config(dir: &Path) -> AgentConfig {
         host_ip: "127.0.0.1".into(),
         data_dir: dir.to_path_buf(),
         node_labels: [("disk".to_string(), "ssd".to_string())].into(),
-        register_with_taints: Vec::new(),
-        system_reserved: Default::default(),
         heartbeat_interval: Duration::from_secs(1),
         listen: "127.0.0.1:0".parse().expect("address"),
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,7 @@ async fn sandbox(rt: &ProcessRuntime, logs: &Path) -> String {
         log_directory: logs.to_path_buf(),
         labels: BTreeMap::new(),
         attempt: 0,
+        ..Default::default()
     })
     .await
     .expect("sandbox")

@@ -2,20 +2,38 @@
 //! root, state and CNI bridge): a pod sandbox on a CNI address, a busybox container whose
 //! log, exec and stats work, its memory limit in the cgroup, an OOM kill reported as
 //! OOMKilled, a graceful stop, and everything removed afterwards — cgroups included.
+//! Then a whole cluster on it (API server, scheduler, controllers, an agent on the CRI
+//! runtime writing its own CNI conflist): a Deployment of the HTTP image answering on its
+//! pod IPs, limits in the pod's cgroups, CrashLoopBackOff, OOMKilled and graceful
+//! deletion as the API reports them, an agent restart that adopts running pods without
+//! restarting them, and no sandbox, cgroup or log left once the pods are deleted.
 
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/cluster.rs"]
+mod cluster;
 #[path = "support/containerd.rs"]
 mod containerd;
 #[path = "support/inproc.rs"]
 mod inproc;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use agent::cni::PodCidr;
+use agent::run::{AgentConfig, PodNetwork};
 use agent::runtime::cri::CriRuntime;
 use agent::runtime::{
     ContainerConfig, ContainerState, LinuxResources, Runtime, SandboxConfig, SandboxState,
 };
+use api::{ApiHarness, StoreSetup};
 use containerd::Containerd;
+use flotilla_client::{Client, DeleteParams, ListParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+use tokio::sync::watch;
 
 fn sandbox(name: &str, logs: &Path) -> SandboxConfig {
     SandboxConfig {
@@ -26,6 +44,7 @@ fn sandbox(name: &str, logs: &Path) -> SandboxConfig {
         hostname: name.into(),
         log_directory: logs.join(name),
         labels: [("app".to_string(), name.to_string())].into(),
+        ..Default::default()
     }
 }
 
@@ -64,7 +83,7 @@ async fn containerd_runs_pods_through_cri() {
         eprintln!("skipped: containerd is not installed (or not root)");
         return;
     }
-    let cd = Containerd::start("flottest0", "10.244.250.0/24", "10.244.250.1").await;
+    let cd = Containerd::start("flottest0", "10.244.250.0/24").await;
     let rt = CriRuntime::connect(&cd.socket, "/flotilla-test")
         .await
         .expect("connect");
@@ -179,5 +198,395 @@ async fn containerd_runs_pods_through_cri() {
         !Path::new("/sys/fs/cgroup/memory/flotilla-test/poduid-web").exists(),
         "the pod's cgroup is removed"
     );
+    drop(cd);
+}
+
+/// The cluster test's agent: node `worker-1` on the CRI runtime, its pod network on
+/// `bridge` and `cidr`, written into containerd's CNI directory.
+fn cluster_agent(cd: &Containerd, data: &Path, bridge: &str, cidr: &str) -> AgentConfig {
+    AgentConfig {
+        node_name: "worker-1".into(),
+        host_ip: "127.0.0.1".into(),
+        data_dir: data.to_path_buf(),
+        heartbeat_interval: Duration::from_secs(1),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        pod_network: Some(PodNetwork {
+            cidr: PodCidr::parse(cidr).expect("cidr"),
+            cni_conf_dir: cd.cni_conf_dir(),
+            bridge: bridge.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// GET `path` from `ip:8080`; the body, or None while nothing answers.
+async fn http_get(ip: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect((ip, 8080)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let status = out.lines().next()?;
+    if !(status.starts_with("HTTP/1.") && status.contains(" 200")) {
+        eprintln!("GET {path} from {ip}: {out}");
+        return None;
+    }
+    Some(out)
+}
+
+async fn pods(client: &Client, selector: &str) -> Vec<Pod> {
+    client
+        .api::<Pod>("default")
+        .list(&ListParams {
+            label_selector: selector.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn container_state(p: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()
+        .cloned()
+}
+
+/// Waits for a condition on one pod's first container status.
+async fn until_pod<T>(client: &Client, name: &str, what: &str, f: impl Fn(&Pod) -> Option<T>) -> T {
+    let api = client.api::<Pod>("default");
+    let f = &f;
+    let api = &api;
+    inproc::wait_until(Duration::from_secs(90), what, || async move {
+        api.get(name).await.ok().as_ref().and_then(f)
+    })
+    .await
+}
+
+fn spawn_agent(
+    client: &Client,
+    rt: Arc<CriRuntime>,
+    cfg: AgentConfig,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, rx) = watch::channel(false);
+    let client = client.clone();
+    let task = tokio::spawn(async move {
+        agent::run::run(client, rt, cfg, rx)
+            .await
+            .expect("the agent runs");
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_runs_pods_on_containerd() {
+    if !containerd::available() {
+        eprintln!("skipped: containerd is not installed (or not root)");
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_test_writer()
+        .try_init();
+    // containerd starts without a network; the agent's --pod-cidr brings it.
+    let cd = Containerd::start_without_network().await;
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let client = h.admin_client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Per run, so that what a failed earlier run left cannot be mistaken for this one's.
+    let cgroups = &format!("/flotilla-test-cluster-{}", std::process::id());
+    let rt = Arc::new(
+        CriRuntime::connect(&cd.socket, cgroups)
+            .await
+            .expect("connect"),
+    );
+    let cfg = cluster_agent(&cd, dir.path(), "flottest1", "10.244.251.0/24");
+    let (stop_all, stop_rx) = watch::channel(false);
+    let mut tasks = vec![
+        tokio::spawn(scheduler::run(
+            client.clone(),
+            Default::default(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(controller::manager::run(
+            client.clone(),
+            "manager-1".into(),
+            Default::default(),
+            stop_rx.clone(),
+        )),
+    ];
+    let (stop_agent, agent_task) = spawn_agent(&client, rt.clone(), cfg.clone());
+
+    let node = inproc::wait_until(Duration::from_secs(30), "the node registers", || {
+        let api = client.api::<k8s_openapi::api::core::v1::Node>("");
+        async move { api.get("worker-1").await.ok() }
+    })
+    .await;
+    assert_eq!(
+        node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()),
+        Some("10.244.251.0/24")
+    );
+    let info = node.status.and_then(|s| s.node_info).expect("nodeInfo");
+    assert!(
+        info.container_runtime_version.starts_with("containerd://"),
+        "{}",
+        info.container_runtime_version
+    );
+
+    // A Deployment of the HTTP image, each pod answering on its own address.
+    let web = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "http", "image": containerd::HTTP,
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "resources": {"limits": {"cpu": "200m", "memory": "32Mi"}},
+                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"},
+                                           "periodSeconds": 1}
+                    }]
+                }
+            }
+        }
+    });
+    h.client()
+        .await
+        .create("apps/v1", "deployments", "default", &web)
+        .await
+        .expect("deployment");
+    let ready = inproc::wait_until(Duration::from_secs(120), "3 web pods are ready", || {
+        let client = client.clone();
+        async move {
+            let list = pods(&client, "app=web").await;
+            let ready: Vec<Pod> = list
+                .into_iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .collect();
+            (ready.len() == 3).then_some(ready)
+        }
+    })
+    .await;
+    let mut before = Vec::new();
+    for p in &ready {
+        let name = p.metadata.name.clone().expect("name");
+        let status = p.status.as_ref().expect("status");
+        let ip = status.pod_ip.clone().expect("pod IP");
+        assert!(ip.starts_with("10.244.251."), "{name}: pod IP {ip}");
+        let page = http_get(&ip, "/").await.expect("the page");
+        assert!(page.contains("flotilla.local/http:1"), "{page}");
+        let who = http_get(&ip, "/cgi-bin/hostname").await.expect("cgi");
+        assert!(who.contains(&format!("hostname: {name}")), "{who}");
+        let c = container_state(p).expect("container status");
+        let id = c.container_id.clone().expect("container id");
+        assert!(id.starts_with("containerd://"), "{id}");
+        // The container's limit is in its cgroup, and the pod's on the pod's cgroup.
+        let cid = id.trim_start_matches("containerd://").to_string();
+        let out = rt
+            .exec_sync(
+                &cid,
+                &[
+                    "cat".into(),
+                    "/sys/fs/cgroup/memory/memory.limit_in_bytes".into(),
+                ],
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("exec");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (32u64 << 20).to_string()
+        );
+        let uid = p.metadata.uid.clone().expect("uid");
+        let pod_limit = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory{cgroups}/pod{uid}/memory.limit_in_bytes"
+        ))
+        .expect("the pod's cgroup");
+        assert_eq!(pod_limit.trim(), (32u64 << 20).to_string());
+        let quota = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/cpu{cgroups}/pod{uid}/cpu.cfs_quota_us"
+        ))
+        .expect("the pod's cpu cgroup");
+        assert_eq!(quota.trim(), "20000");
+        before.push((name, cid));
+    }
+
+    // Trouble, reported as the kubelet reports it.
+    let api = h.client().await;
+    for (name, script, memory) in [
+        ("crasher", "echo starting; exit 3", "32Mi"),
+        ("hog", "tail /dev/zero", "16Mi"),
+        (
+            "slow",
+            "trap 'echo bye; sleep 1; exit 0' TERM; while true; do sleep 1; done",
+            "32Mi",
+        ),
+    ] {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"test": "trouble"}},
+            "spec": {
+                "restartPolicy": if name == "hog" { "Never" } else { "Always" },
+                "terminationGracePeriodSeconds": 10,
+                "containers": [{"name": "main", "image": containerd::BUSYBOX,
+                                "command": ["sh", "-c", script],
+                                "resources": {"limits": {"memory": memory}}}]
+            }
+        });
+        api.create("v1", "pods", "default", &pod)
+            .await
+            .expect("pod");
+    }
+    let last = until_pod(&client, "crasher", "crasher is in CrashLoopBackOff", |p| {
+        let c = container_state(p)?;
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        if waiting.reason.as_deref() != Some("CrashLoopBackOff") || c.restart_count < 1 {
+            return None;
+        }
+        c.last_state?.terminated
+    })
+    .await;
+    assert_eq!(last.exit_code, 3, "{last:?}");
+    until_pod(&client, "hog", "hog is OOMKilled", |p| {
+        let c = container_state(p)?;
+        let t = c.state?.terminated?;
+        (t.reason.as_deref() == Some("OOMKilled")).then_some(())
+    })
+    .await;
+    until_pod(&client, "slow", "slow runs", |p| {
+        container_state(p)?.state?.running.map(|_| ())
+    })
+    .await;
+    let deleted = std::time::Instant::now();
+    client
+        .api::<Pod>("default")
+        .delete("slow", &DeleteParams::default())
+        .await
+        .expect("delete slow");
+    inproc::wait_until(Duration::from_secs(30), "slow is gone", || {
+        let api = client.api::<Pod>("default");
+        async move { api.get_opt("slow").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    // Its TERM trap takes a second; nowhere near the 10 s grace, nor a kill at its end.
+    let took = deleted.elapsed();
+    assert!(took < Duration::from_secs(8), "deletion took {took:?}");
+
+    // The agent restarts: running pods are adopted, not restarted.
+    stop_agent.send_replace(true);
+    agent_task.await.expect("the agent stops");
+    let (stop_agent, agent_task) = spawn_agent(&client, rt.clone(), cfg.clone());
+    let victim = before[0].0.clone();
+    client
+        .api::<Pod>("default")
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete one web pod");
+    // The new agent handles the deletion and the replacement: it is running.
+    inproc::wait_until(
+        Duration::from_secs(60),
+        "a replacement web pod is ready",
+        || {
+            let client = client.clone();
+            let victim = victim.clone();
+            async move {
+                let list = pods(&client, "app=web").await;
+                let ready = list
+                    .iter()
+                    .filter(|p| p.metadata.name.as_deref() != Some(&victim))
+                    .filter(|p| container_state(p).is_some_and(|c| c.ready))
+                    .count();
+                (ready == 3 && list.len() == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    for (name, cid) in &before[1..] {
+        let p = client.api::<Pod>("default").get(name).await.expect("pod");
+        let c = container_state(&p).expect("status");
+        assert_eq!(
+            c.container_id.as_deref(),
+            Some(format!("containerd://{cid}").as_str()),
+            "{name} kept its container"
+        );
+        assert_eq!(c.restart_count, 0, "{name} was not restarted");
+    }
+
+    // Everything goes, and leaves nothing behind.
+    client
+        .api::<Deployment>("default")
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete web");
+    for name in ["crasher", "hog"] {
+        client
+            .api::<Pod>("default")
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    inproc::wait_until(Duration::from_secs(60), "every pod is gone", || {
+        let client = client.clone();
+        async move { pods(&client, "").await.is_empty().then_some(()) }
+    })
+    .await;
+    inproc::wait_until(Duration::from_secs(30), "no sandbox is left", || {
+        let rt = rt.clone();
+        async move { rt.list_pod_sandboxes().await.ok()?.is_empty().then_some(()) }
+    })
+    .await;
+    let leftover_cgroups: Vec<_> = std::fs::read_dir(format!("/sys/fs/cgroup/memory{cgroups}"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftover_cgroups.is_empty(),
+        "pod cgroups left: {leftover_cgroups:?}"
+    );
+    let leftover_logs: Vec<_> = std::fs::read_dir(dir.path().join("pods"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftover_logs.is_empty(), "pod logs left: {leftover_logs:?}");
+    for h in ["memory", "cpu", "pids"] {
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{h}{cgroups}"));
+    }
+
+    stop_agent.send_replace(true);
+    let _ = agent_task.await;
+    stop_all.send_replace(true);
+    for t in tasks.drain(..) {
+        let _ = t.await;
+    }
+    h.shutdown().await;
     drop(cd);
 }

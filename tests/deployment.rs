@@ -70,11 +70,9 @@ impl Cluster {
             node_name: "worker-1".into(),
             host_ip: "127.0.0.1".into(),
             data_dir: data,
-            node_labels: Default::default(),
-            register_with_taints: Vec::new(),
-            system_reserved: Default::default(),
             heartbeat_interval: Duration::from_secs(1),
             listen: "127.0.0.1:0".parse().expect("address"),
+            ..Default::default()
         };
         let tasks = vec![
             tokio::spawn(scheduler::run(

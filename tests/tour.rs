@@ -79,7 +79,15 @@ impl Tour {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_five_minute_tour() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(dir.path(), &[], &["--local-agent"]).await;
+    // The tour's image names are only names to the process runtime; pinned, so that a
+    // containerd running on the test machine (which could not pull them offline) is not
+    // picked.
+    let server = ServerProcess::start(
+        dir.path(),
+        &[],
+        &["--local-agent", "--local-agent-runtime", "process"],
+    )
+    .await;
     let t = Tour {
         kubeconfig: dir.path().join("admin.yaml"),
     };

@@ -8,7 +8,8 @@
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports
 //! - [`probe`]: liveness, readiness and startup probes
-//! - [`env`]: a container's environment; [`resources`]: its cgroup limits
+//! - [`env`]: a container's environment; [`resources`]: its cgroup limits (and the pod's)
+//! - [`dns`]: a pod's resolv.conf; [`cni`]: the node's pod network for CRI runtimes
 //! - [`cgroup`]: confinement and OOM detection
 //! - [`runtime`]: the interface (sandboxes, containers, logs, exec)
 //! - [`runtime::process`]: containers as host processes, each watched by a shim
@@ -16,7 +17,9 @@
 //! - [`cri_log`]: the CRI log file format (`<time> <stream> <P|F> <line>`)
 
 pub mod cgroup;
+pub mod cni;
 pub mod cri_log;
+pub mod dns;
 pub mod env;
 pub mod heartbeat;
 pub mod logs;

@@ -81,6 +81,8 @@ pub struct Registration {
     pub runtime_version: String,
     /// The port of the agent's endpoint (logs), recorded in the Node.
     pub port: u16,
+    /// The node's pod subnet (`--pod-cidr`).
+    pub pod_cidr: Option<String>,
 }
 
 fn quantities(r: HostResources) -> BTreeMap<String, Quantity> {
@@ -119,6 +121,8 @@ pub fn node_object(reg: &Registration, host: HostResources) -> Node {
         },
         spec: Some(NodeSpec {
             taints: (!reg.taints.is_empty()).then(|| reg.taints.clone()),
+            pod_cidr: reg.pod_cidr.clone(),
+            pod_cidrs: reg.pod_cidr.clone().map(|c| vec![c]),
             ..Default::default()
         }),
         status: Some(NodeStatus {
@@ -249,6 +253,7 @@ mod tests {
             reserved: parse_reserved("cpu=500m,memory=1Gi").expect("reserved"),
             runtime_version: "process://0.1.0".into(),
             port: 10250,
+            pod_cidr: Some("10.244.3.0/24".into()),
         };
         let host = HostResources {
             milli_cpu: 2000,
@@ -264,10 +269,9 @@ mod tests {
         let labels = n.metadata.labels.expect("labels");
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels["disk"], "ssd");
-        assert_eq!(
-            n.spec.expect("spec").taints.expect("taints")[0].key,
-            "dedicated"
-        );
+        let spec = n.spec.expect("spec");
+        assert_eq!(spec.taints.expect("taints")[0].key, "dedicated");
+        assert_eq!(spec.pod_cidr.as_deref(), Some("10.244.3.0/24"));
     }
 
     #[test]

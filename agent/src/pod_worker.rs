@@ -50,6 +50,8 @@ pub struct Context<R> {
     pub host_ip: String,
     /// Where pods' log directories go.
     pub log_root: PathBuf,
+    /// The node's resolv.conf, read for each new sandbox.
+    pub resolv_conf: PathBuf,
 }
 
 impl<R> Context<R> {
@@ -317,8 +319,24 @@ async fn tear_down<R: Runtime>(ctx: &Context<R>, pod: &Pod, grace: Duration) -> 
             .remove_pod_sandbox(&s.id)
             .await
             .map_err(|e| e.to_string())?;
+        // Runtimes leave the pod's log files behind (CRI never deletes them); a deleted
+        // pod's logs go with it, as the kubelet removes them.
+        remove_logs(&s.config.log_directory);
     }
     Ok(())
+}
+
+/// Removes a gone pod's log directory.
+pub(crate) fn remove_logs(dir: &std::path::Path) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing a pod's logs");
+        }
+        _ => {}
+    }
 }
 
 fn should_restart(policy: &str, exit_code: i32) -> bool {
@@ -565,6 +583,14 @@ async fn sync<R: Runtime>(
                     uid
                 )),
                 labels: pod.metadata.labels.clone().unwrap_or_default(),
+                port_mappings: port_mappings(&spec),
+                dns: Some(crate::dns::pod_dns(
+                    &spec,
+                    &crate::dns::parse_resolv_conf(
+                        &std::fs::read_to_string(&ctx.resolv_conf).unwrap_or_default(),
+                    ),
+                )),
+                resources: crate::resources::pod_resources(&spec),
             };
             let id = ctx.runtime.run_pod_sandbox(&cfg).await?;
             tracing::info!(pod = %pod_label(pod), sandbox = %id, "sandbox created");
@@ -577,6 +603,7 @@ async fn sync<R: Runtime>(
     let mut view = PodView {
         pod_ip: Some(sandbox.ip.clone()),
         host_ip: ctx.host_ip.clone(),
+        runtime: runtime_scheme(&ctx.runtime.version()),
         initialized: true,
         ..Default::default()
     };
@@ -668,6 +695,26 @@ async fn sync<R: Runtime>(
         .unwrap_or(RESYNC)
         .min(RESYNC);
     Ok(next)
+}
+
+/// The hostPorts the pod's containers ask for.
+fn port_mappings(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<crate::runtime::PortMapping> {
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| crate::runtime::PortMapping {
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or_default(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The scheme of container IDs: the runtime's name in its version string.
+fn runtime_scheme(version: &str) -> String {
+    version.split("://").next().unwrap_or_default().to_string()
 }
 
 /// The phase, as the kubelet's getPhase decides it.

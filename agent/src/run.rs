@@ -39,6 +39,40 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Where the agent's endpoint (logs, for the API server) listens; port 0 picks one.
     pub listen: std::net::SocketAddr,
+    /// The node's resolv.conf, the base of its pods' DNS (`--resolv-conf`).
+    pub resolv_conf: PathBuf,
+    /// The node's pod subnet and where its CNI conflist goes (`--pod-cidr`); None leaves
+    /// the runtime's network configuration alone.
+    pub pod_network: Option<PodNetwork>,
+}
+
+/// The node's pod network: a subnet on a bridge, written as a CNI conflist.
+#[derive(Debug, Clone)]
+pub struct PodNetwork {
+    /// The node's pod subnet.
+    pub cidr: crate::cni::PodCidr,
+    /// Where the runtime reads CNI configuration (`--cni-conf-dir`).
+    pub cni_conf_dir: PathBuf,
+    /// The bridge's name.
+    pub bridge: String,
+}
+
+impl Default for AgentConfig {
+    /// The flags' defaults; the node's name, address and data directory are left empty.
+    fn default() -> Self {
+        AgentConfig {
+            node_name: String::new(),
+            host_ip: String::new(),
+            data_dir: PathBuf::new(),
+            node_labels: BTreeMap::new(),
+            register_with_taints: Vec::new(),
+            system_reserved: HostResources::default(),
+            heartbeat_interval: Duration::from_secs(10),
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            pod_network: None,
+        }
+    }
 }
 
 /// The agent could not start.
@@ -53,6 +87,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod network could not be configured.
+    #[error("configuring the pod network: {0}")]
+    Network(#[from] crate::cni::CniError),
     /// The Node could not be registered.
     #[error("registering node {node}: {reason}")]
     Register {
@@ -76,7 +113,8 @@ pub async fn register<R: Runtime>(
         labels: cfg.node_labels.clone(),
         taints: cfg.register_with_taints.clone(),
         reserved: cfg.system_reserved,
-        runtime_version: format!("{}://{}", runtime.name(), runtime.version()),
+        runtime_version: runtime.version(),
+        pod_cidr: cfg.pod_network.as_ref().map(|n| n.cidr.to_string()),
         port,
     };
     let node = node_object(&reg, host_resources(&cfg.data_dir));
@@ -94,12 +132,22 @@ pub async fn register<R: Runtime>(
             // Known already (an agent restart): refresh what the host says; taints set
             // since (a cordon, the lifecycle controller) stay.
             let labels = node.metadata.labels.clone();
-            api.patch(
-                &cfg.node_name,
-                &Patch::Merge(json!({"metadata": {"labels": labels}})),
-            )
-            .await
-            .map_err(err)?;
+            let mut patch = json!({"metadata": {"labels": labels}});
+            // A node's pod subnet is set once, as in Kubernetes; a different --pod-cidr
+            // on a registered node is reported rather than applied.
+            let existing = api.get(&cfg.node_name).await.map_err(err)?;
+            let had = existing.spec.and_then(|s| s.pod_cidr);
+            let wants = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+            match (&had, &wants) {
+                (None, Some(c)) => patch["spec"] = json!({"podCIDR": c, "podCIDRs": [c]}),
+                (Some(h), Some(w)) if h != w => {
+                    tracing::warn!(node = %cfg.node_name, registered = %h, flag = %w, "the node keeps its registered pod CIDR")
+                }
+                _ => {}
+            }
+            api.patch(&cfg.node_name, &Patch::Merge(patch))
+                .await
+                .map_err(err)?;
             api.patch_status(
                 &cfg.node_name,
                 &Patch::Merge(json!({"status": {
@@ -146,6 +194,20 @@ pub async fn run<R: Runtime>(
             source,
         })?
         .port();
+    if let Some(net) = &cfg.pod_network {
+        // host-local keeps its address leases with the agent's state.
+        let ipam = std::path::absolute(cfg.data_dir.join("cni-ipam")).map_err(|e| {
+            crate::cni::CniError::Write {
+                path: cfg.data_dir.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let path = crate::cni::install(
+            &net.cni_conf_dir,
+            &crate::cni::conflist(&net.cidr, &net.bridge, &ipam),
+        )?;
+        tracing::info!(cidr = %net.cidr, conflist = %path.display(), "pod network configured");
+    }
     register(&client, &cfg, runtime.as_ref(), port).await?;
     let endpoint = {
         let service = flotilla_proto::agent::agent_server::AgentServer::new(
@@ -171,6 +233,7 @@ pub async fn run<R: Runtime>(
         node_name: cfg.node_name.clone(),
         host_ip: cfg.host_ip.clone(),
         log_root: cfg.data_dir.join("pods"),
+        resolv_conf: cfg.resolv_conf.clone(),
     });
     let heartbeat = tokio::spawn(heartbeat::run(
         client.clone(),
@@ -270,8 +333,9 @@ async fn housekeeping<R: Runtime>(ctx: &Context<R>, pods: &flotilla_client::Stor
             tracing::warn!(sandbox = %s.id, error = %e, "stopping an orphaned sandbox");
             continue;
         }
-        if let Err(e) = ctx.runtime.remove_pod_sandbox(&s.id).await {
-            tracing::warn!(sandbox = %s.id, error = %e, "removing an orphaned sandbox");
+        match ctx.runtime.remove_pod_sandbox(&s.id).await {
+            Ok(()) => pod_worker::remove_logs(&s.config.log_directory),
+            Err(e) => tracing::warn!(sandbox = %s.id, error = %e, "removing an orphaned sandbox"),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct PodView {
     pub pod_ip: Option<String>,
     /// The node's IP.
     pub host_ip: String,
+    /// The runtime's scheme for container IDs (`containerd`, `process`).
+    pub runtime: String,
     /// Is the pod done for good (Succeeded or Failed)?
     pub phase: String,
 }
@@ -54,19 +56,19 @@ fn ts(s: &str) -> Option<Time> {
     s.parse::<jiff::Timestamp>().ok().map(Time)
 }
 
-fn terminated(c: &ContainerStatus) -> ContainerStateTerminated {
+fn terminated(c: &ContainerStatus, runtime: &str) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: c.exit_code,
         reason: Some(c.reason.clone()).filter(|r| !r.is_empty()),
         message: Some(c.message.clone()).filter(|m| !m.is_empty()),
         started_at: ts(&c.started_at),
         finished_at: ts(&c.finished_at),
-        container_id: Some(format!("process://{}", c.id)),
+        container_id: Some(format!("{runtime}://{}", c.id)),
         signal: None,
     }
 }
 
-fn container_status(v: &ContainerView) -> K8sContainerStatus {
+fn container_status(v: &ContainerView, runtime: &str) -> K8sContainerStatus {
     let state = match (&v.latest, &v.waiting) {
         (Some(c), _) if c.state == ContainerState::Running => K8sState {
             running: Some(ContainerStateRunning {
@@ -82,7 +84,7 @@ fn container_status(v: &ContainerView) -> K8sContainerStatus {
             ..Default::default()
         },
         (Some(c), None) if c.state == ContainerState::Exited => K8sState {
-            terminated: Some(terminated(c)),
+            terminated: Some(terminated(c, runtime)),
             ..Default::default()
         },
         _ => K8sState {
@@ -106,13 +108,13 @@ fn container_status(v: &ContainerView) -> K8sContainerStatus {
         name: v.name.clone(),
         image: v.image.clone(),
         image_id: String::new(),
-        container_id: v.latest.as_ref().map(|c| format!("process://{}", c.id)),
+        container_id: v.latest.as_ref().map(|c| format!("{runtime}://{}", c.id)),
         ready: v.ready,
         started: Some(v.started),
         restart_count: v.latest.as_ref().map_or(0, |c| c.config.attempt as i32),
         state: Some(state),
         last_state: Some(K8sState {
-            terminated: last.map(terminated),
+            terminated: last.map(|c| terminated(c, runtime)),
             ..Default::default()
         }),
         ..Default::default()
@@ -189,9 +191,18 @@ pub fn pod_status(pod: &Pod, last: Option<&PodStatus>, view: &PodView) -> PodSta
         start_time: old
             .and_then(|s| s.start_time.clone())
             .or_else(|| Some(Time(jiff::Timestamp::now()))),
-        init_container_statuses: (!view.init.is_empty())
-            .then(|| view.init.iter().map(container_status).collect()),
-        container_statuses: Some(view.containers.iter().map(container_status).collect()),
+        init_container_statuses: (!view.init.is_empty()).then(|| {
+            view.init
+                .iter()
+                .map(|c| container_status(c, &view.runtime))
+                .collect()
+        }),
+        container_statuses: Some(
+            view.containers
+                .iter()
+                .map(|c| container_status(c, &view.runtime))
+                .collect(),
+        ),
         qos_class: old.and_then(|s| s.qos_class.clone()),
         ..Default::default()
     }

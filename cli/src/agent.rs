@@ -11,13 +11,62 @@ use clap::{Args, ValueEnum};
 
 use crate::etcd::parse_duration;
 
+/// The cgroup under which a CRI runtime's pods are confined.
+pub const CGROUP_ROOT: &str = "/flotilla";
+
 /// `--runtime`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeArg {
+    /// CRI when its socket (--cri-socket) answers, else the process runtime.
+    Auto,
     /// Containers are host processes, each in its own process group.
     Process,
     /// containerd (or another CRI runtime) over the CRI socket (--cri-socket).
     Cri,
+}
+
+/// Which runtime an agent uses and where the CRI one listens.
+#[derive(Clone, Debug)]
+pub struct RuntimeChoice {
+    /// The runtime, or auto.
+    pub runtime: RuntimeArg,
+    /// The CRI runtime's socket.
+    pub cri_socket: PathBuf,
+}
+
+/// The pod network flags shared by `flotilla agent` and `flotilla server --local-agent`.
+#[derive(Args, Debug, Clone)]
+pub struct NetworkArgs {
+    /// The CRI runtime's socket, with the CRI runtime.
+    #[arg(long, default_value = agent::runtime::cri::DEFAULT_SOCKET)]
+    pub cri_socket: PathBuf,
+    /// This node's pod subnet (e.g. 10.244.1.0/24): with the CRI runtime the agent writes
+    /// a CNI bridge conflist for it into --cni-conf-dir and records it in the Node.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// Where the CRI runtime reads its CNI configuration.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// The resolv.conf pods' DNS starts from (dnsPolicy Default, and ClusterFirst, since
+    /// there is no cluster DNS).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+}
+
+impl NetworkArgs {
+    /// Applies these flags to `cfg`, or names the flag at fault.
+    pub fn apply(&self, cfg: &mut AgentConfig) -> Result<(), String> {
+        cfg.resolv_conf = self.resolv_conf.clone();
+        cfg.pod_network = match &self.pod_cidr {
+            None => None,
+            Some(c) => Some(agent::run::PodNetwork {
+                cidr: agent::cni::PodCidr::parse(c).map_err(|e| format!("--pod-cidr: {e}"))?,
+                cni_conf_dir: self.cni_conf_dir.clone(),
+                bridge: agent::cni::DEFAULT_BRIDGE.into(),
+            }),
+        };
+        Ok(())
+    }
 }
 
 /// The flags of `flotilla agent`.
@@ -41,9 +90,8 @@ pub struct AgentArgs {
     /// The container runtime.
     #[arg(long, value_enum, default_value = "process")]
     pub runtime: RuntimeArg,
-    /// The CRI runtime's socket, with --runtime cri.
-    #[arg(long, default_value = agent::runtime::cri::DEFAULT_SOCKET)]
-    pub cri_socket: PathBuf,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Resources kept for the system, subtracted from allocatable (cpu=500m,memory=1Gi).
     #[arg(long, default_value = "")]
     pub system_reserved: String,
@@ -79,7 +127,7 @@ pub fn default_host_ip() -> String {
 impl AgentArgs {
     /// The agent's configuration from these flags, or the flag at fault.
     pub fn to_config(&self) -> Result<AgentConfig, String> {
-        Ok(AgentConfig {
+        let mut cfg = AgentConfig {
             node_name: self
                 .node_name
                 .clone()
@@ -94,23 +142,57 @@ impl AgentArgs {
                 .map_err(|e| format!("--system-reserved: {e}"))?,
             heartbeat_interval: self.node_lease_renew_interval,
             listen: self.listen,
-        })
+            ..Default::default()
+        };
+        self.network.apply(&mut cfg)?;
+        Ok(cfg)
     }
 }
 
 /// The local agent of `flotilla server --local-agent`: this host, its defaults, data
 /// under `data_dir`, its endpoint on any free port (the Node records it).
-pub fn local_agent_config(data_dir: &Path) -> AgentConfig {
-    AgentConfig {
+/// With the CRI runtime, pods get addresses from `network`'s --pod-cidr, else from
+/// [`LOCAL_POD_CIDR`].
+pub fn local_agent_config(
+    data_dir: &Path,
+    runtime: RuntimeArg,
+    network: &NetworkArgs,
+) -> Result<LocalAgent, String> {
+    let mut config = AgentConfig {
         node_name: crate::server::hostname(),
         host_ip: default_host_ip(),
         data_dir: data_dir.to_path_buf(),
-        node_labels: Default::default(),
-        register_with_taints: Vec::new(),
-        system_reserved: Default::default(),
         heartbeat_interval: Duration::from_secs(10),
         listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        ..Default::default()
+    };
+    network.apply(&mut config)?;
+    if config.pod_network.is_none() {
+        config.pod_network = Some(agent::run::PodNetwork {
+            cidr: agent::cni::PodCidr::parse(LOCAL_POD_CIDR).map_err(|e| e.to_string())?,
+            cni_conf_dir: network.cni_conf_dir.clone(),
+            bridge: agent::cni::DEFAULT_BRIDGE.into(),
+        });
     }
+    Ok(LocalAgent {
+        config,
+        runtime: RuntimeChoice {
+            runtime,
+            cri_socket: network.cri_socket.clone(),
+        },
+    })
+}
+
+/// The local agent's pod subnet when --pod-cidr is not given.
+pub const LOCAL_POD_CIDR: &str = "10.244.0.0/24";
+
+/// The agent `flotilla server --local-agent` runs: its configuration and runtime.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    /// Its configuration.
+    pub config: AgentConfig,
+    /// Its runtime.
+    pub runtime: RuntimeChoice,
 }
 
 /// The process runtime under `data_dir/runtime`, with `flotilla-shim` (installed beside
@@ -137,16 +219,50 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> Result<
         resolved.server = server;
     }
     let client = flotilla_client::Client::new(&resolved).map_err(|e| e.to_string())?;
-    match args.runtime {
-        RuntimeArg::Process => {
-            let runtime = process_runtime(&cfg.data_dir, &cfg.host_ip)?;
+    let choice = RuntimeChoice {
+        runtime: args.runtime,
+        cri_socket: args.network.cri_socket.clone(),
+    };
+    run_agent(client, cfg, &choice, shutdown).await
+}
+
+/// Runs an agent on the runtime `choice` names until `shutdown`. With auto, the CRI
+/// runtime is used when its socket answers, and the log says which was chosen (the Node's
+/// nodeInfo.containerRuntimeVersion too).
+pub async fn run_agent(
+    client: flotilla_client::Client,
+    mut cfg: AgentConfig,
+    choice: &RuntimeChoice,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let cri = match choice.runtime {
+        RuntimeArg::Process => None,
+        RuntimeArg::Cri => Some(
+            agent::runtime::cri::CriRuntime::connect(&choice.cri_socket, CGROUP_ROOT)
+                .await
+                .map_err(|e| format!("--cri-socket: {e}"))?,
+        ),
+        RuntimeArg::Auto if !choice.cri_socket.exists() => None,
+        RuntimeArg::Auto => {
+            match agent::runtime::cri::CriRuntime::connect(&choice.cri_socket, CGROUP_ROOT).await {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    tracing::warn!(socket = %choice.cri_socket.display(), error = %e, "the CRI socket does not answer; using the process runtime");
+                    None
+                }
+            }
+        }
+    };
+    match cri {
+        Some(runtime) => {
+            tracing::info!(socket = %choice.cri_socket.display(), version = %agent::runtime::Runtime::version(&runtime), "using the CRI runtime");
             run_with(client, Arc::new(runtime), cfg, shutdown).await
         }
-        RuntimeArg::Cri => {
-            let runtime = agent::runtime::cri::CriRuntime::connect(&args.cri_socket, "/flotilla")
-                .await
-                .map_err(|e| format!("--cri-socket: {e}"))?;
-            tracing::info!(socket = %args.cri_socket.display(), version = %agent::runtime::Runtime::version(&runtime), "using the CRI runtime");
+        None => {
+            // Pods of the process runtime share the host's network: no CNI to configure.
+            cfg.pod_network = None;
+            let runtime = process_runtime(&cfg.data_dir, &cfg.host_ip)?;
+            tracing::info!(version = %agent::runtime::Runtime::version(&runtime), "using the process runtime");
             run_with(client, Arc::new(runtime), cfg, shutdown).await
         }
     }

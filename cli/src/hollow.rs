@@ -68,10 +68,9 @@ pub async fn run(args: HollowArgs, shutdown: impl Future<Output = ()>) -> Result
             host_ip: ip.clone(),
             data_dir,
             node_labels: [("flotilla.io/hollow".to_string(), "true".to_string())].into(),
-            register_with_taints: Vec::new(),
-            system_reserved: Default::default(),
             heartbeat_interval: args.node_lease_renew_interval,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Default::default()
         };
         let runtime = Arc::new(FakeRuntime::new(&ip));
         let stop_rx = stop_rx.clone();

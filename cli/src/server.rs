@@ -75,10 +75,16 @@ pub struct ServerArgs {
     /// to every pod that has none.
     #[arg(long, default_value_t = 300)]
     pub default_unreachable_toleration_seconds: i64,
-    /// Also run a node agent in this process (process runtime, data under
-    /// <data-dir>/agent), so that one command gives a cluster that runs pods.
+    /// Also run a node agent in this process (data under <data-dir>/agent), so that one
+    /// command gives a cluster that runs pods.
     #[arg(long)]
     pub local_agent: bool,
+    /// The local agent's runtime: auto uses containerd when --cri-socket answers, else
+    /// the process runtime.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub local_agent_runtime: crate::agent::RuntimeArg,
+    #[command(flatten)]
+    pub local_agent_network: crate::agent::NetworkArgs,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -94,10 +100,20 @@ pub struct ServerArgsError {
 
 impl ServerArgs {
     /// The local agent's configuration, or None without --local-agent.
-    pub fn local_agent_config(&self) -> Result<Option<agent::run::AgentConfig>, ServerArgsError> {
-        Ok(self
-            .local_agent
-            .then(|| crate::agent::local_agent_config(&self.data_dir.join("agent"))))
+    pub fn local_agent_config(&self) -> Result<Option<crate::agent::LocalAgent>, ServerArgsError> {
+        if !self.local_agent {
+            return Ok(None);
+        }
+        crate::agent::local_agent_config(
+            &self.data_dir.join("agent"),
+            self.local_agent_runtime,
+            &self.local_agent_network,
+        )
+        .map(Some)
+        .map_err(|reason| ServerArgsError {
+            flag: "pod-cidr",
+            reason,
+        })
     }
 
     /// The in-process scheduler's configuration, or None when it is disabled.
@@ -247,7 +263,7 @@ pub async fn run_control_plane(
     cfg: ServerConfig,
     listen: SocketAddr,
     scheduler: Option<scheduler::config::Configuration>,
-    local_agent: Option<agent::run::AgentConfig>,
+    local_agent: Option<crate::agent::LocalAgent>,
     controllers: Option<ManagerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControlPlaneError> {
@@ -292,18 +308,19 @@ pub async fn run_control_plane(
         )));
         tracing::info!("controllers running in-process");
     }
-    if let Some(agent_cfg) = local_agent {
+    if let Some(local) = local_agent {
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
-        std::fs::create_dir_all(&agent_cfg.data_dir).map_err(|e| {
-            ControlPlaneError::Client(format!("{}: {e}", agent_cfg.data_dir.display()))
+        std::fs::create_dir_all(&local.config.data_dir).map_err(|e| {
+            ControlPlaneError::Client(format!("{}: {e}", local.config.data_dir.display()))
         })?;
-        let runtime = crate::agent::process_runtime(&agent_cfg.data_dir, &agent_cfg.host_ip)
-            .map_err(ControlPlaneError::Client)?;
-        let stop = stop_rx.clone();
+        let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
             if let Err(e) =
-                agent::run::run(client, std::sync::Arc::new(runtime), agent_cfg, stop).await
+                crate::agent::run_agent(client, local.config, &local.runtime, shutdown).await
             {
                 tracing::error!(error = %e, "the local agent stopped");
             }

@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use agent::runtime::Runtime;
 use agent::runtime::cri::CriRuntime;
 
 /// The images the tests use (built by images/build.sh).
 pub const BUSYBOX: &str = "flotilla.local/busybox:1.36";
 /// The sandbox image.
 pub const PAUSE: &str = "flotilla.local/pause:3.10";
+/// busybox httpd on :8080.
+pub const HTTP: &str = "flotilla.local/http:1";
 
 /// A containerd process.
 pub struct Containerd {
@@ -77,35 +80,30 @@ state = "{d}/state"
     )
 }
 
-fn conflist(dir: &Path, bridge: &str, subnet: &str, gateway: &str) -> String {
-    serde_json::json!({
-        "cniVersion": "1.0.0", "name": "flotilla-test",
-        "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet, "gateway": gateway}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": dir.join("cni/ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": true}},
-            {"type": "loopback"}
-        ]
-    })
-    .to_string()
-}
-
 impl Containerd {
-    /// Starts containerd with a CNI bridge `bridge` on `subnet` (gateway `gateway`), and
-    /// imports the test images; returns once its CRI answers.
-    pub async fn start(bridge: &str, subnet: &str, gateway: &str) -> Self {
+    /// Starts containerd with the agent's CNI conflist for a bridge `bridge` on `cidr`,
+    /// and imports the test images; returns once its CRI answers.
+    pub async fn start(bridge: &str, cidr: &str) -> Self {
+        Self::start_with(Some((bridge, cidr))).await
+    }
+
+    /// Starts containerd with no CNI configuration yet (an agent's --pod-cidr writes it).
+    pub async fn start_without_network() -> Self {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(network: Option<(&str, &str)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("flotilla-containerd")
             .tempdir()
             .expect("tempdir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni/net.d")).expect("cni dir");
-        std::fs::write(
-            d.join("cni/net.d/10-flotilla.conflist"),
-            conflist(d, bridge, subnet, gateway),
-        )
-        .expect("conflist");
+        if let Some((bridge, cidr)) = network {
+            let cidr = agent::cni::PodCidr::parse(cidr).expect("cidr");
+            let conflist = agent::cni::conflist(&cidr, bridge, &d.join("cni/ipam"));
+            agent::cni::install(&d.join("cni/net.d"), &conflist).expect("conflist");
+        }
         std::fs::write(d.join("config.toml"), config(d)).expect("config");
         let log = std::fs::File::create(d.join("containerd.log")).expect("log");
         let child = Command::new("containerd")
@@ -131,18 +129,9 @@ impl Containerd {
         c
     }
 
-    /// Builds the test images (once per checkout; the build is reproducible) and imports
-    /// them.
+    /// Imports the test images (see [`images`]).
     fn import_images(&self) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = root.join("target/test-images");
-        let status = Command::new("sh")
-            .arg(root.join("images/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("images/build.sh runs");
-        assert!(status.success(), "images/build.sh failed");
+        let out = images();
         for image in ["busybox", "pause", "http"] {
             let out = Command::new("ctr")
                 .arg("--address")
@@ -159,15 +148,69 @@ impl Containerd {
         }
     }
 
+    /// Where it reads CNI configuration.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.path().join("cni/net.d")
+    }
+
     /// What containerd logged (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 }
 
+/// Builds the test images into target/test-images, once per test process (tests running
+/// at once share the build); the build is reproducible, so every run makes the same ones.
+pub fn images() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let out = root.join("target/test-images");
+            let status = Command::new("sh")
+                .arg(root.join("images/build.sh"))
+                .arg(&out)
+                .stdout(Stdio::null())
+                .status()
+                .expect("images/build.sh runs");
+            assert!(status.success(), "images/build.sh failed");
+            out
+        })
+        .clone()
+}
+
+impl Containerd {
+    /// Stops and removes every sandbox: containers outlive containerd (their shims keep
+    /// them), and a failed test must not leave pods answering on its addresses.
+    fn remove_every_sandbox(&self) {
+        let socket = self.socket.clone();
+        // Drop may run inside the test's runtime, which cannot be blocked on: a thread
+        // of its own with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(cri) = CriRuntime::connect(&socket, "/flotilla-test").await else {
+                    return;
+                };
+                for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
+                    let _ = cri.stop_pod_sandbox(&s.id, Duration::ZERO).await;
+                    let _ = cri.remove_pod_sandbox(&s.id).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 impl Drop for Containerd {
-    /// Stops containerd and unmounts what it left under its directory.
+    /// Removes its pods, stops containerd and unmounts what it left under its directory.
     fn drop(&mut self) {
+        self.remove_every_sandbox();
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

@@ -91,8 +91,25 @@ fn sandbox_config(cfg: &SandboxConfig, cgroup_root: &str) -> pb::PodSandboxConfi
         }),
         hostname: cfg.hostname.clone(),
         log_directory: cfg.log_directory.display().to_string(),
-        dns_config: None,
-        port_mappings: Vec::new(),
+        dns_config: cfg.dns.as_ref().map(|d| pb::DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+        port_mappings: cfg
+            .port_mappings
+            .iter()
+            .map(|p| pb::PortMapping {
+                protocol: match p.protocol.as_str() {
+                    "UDP" => pb::Protocol::Udp,
+                    "SCTP" => pb::Protocol::Sctp,
+                    _ => pb::Protocol::Tcp,
+                } as i32,
+                container_port: p.container_port,
+                host_port: p.host_port,
+                host_ip: p.host_ip.clone(),
+            })
+            .collect(),
         labels,
         annotations,
         linux: Some(pb::LinuxPodSandboxConfig {
@@ -266,6 +283,18 @@ impl CriRuntime {
             .ok_or_else(|| RuntimeError::NotFound(format!("sandbox {id}")))
     }
 
+    /// Makes the pod's cgroup parent with its pod-level limits before the runtime puts
+    /// the sandbox in it (runc would create it bare).
+    fn create_cgroup_parent(&self, cfg: &SandboxConfig) -> Result<(), RuntimeError> {
+        let Some(version) = crate::cgroup::detect() else {
+            return Ok(());
+        };
+        let relative = cgroup_parent(&self.cgroup_root, &cfg.uid);
+        crate::cgroup::Cgroup::at(version, relative.trim_start_matches('/'))
+            .create(&cfg.resources)
+            .map_err(|e| RuntimeError::Io(format!("the pod's cgroup {relative}: {e}")))
+    }
+
     fn remove_cgroup_parent(&self, uid: &str) {
         let relative = cgroup_parent(&self.cgroup_root, uid);
         let Some(version) = crate::cgroup::detect() else {
@@ -290,6 +319,7 @@ impl Runtime for CriRuntime {
 
     async fn run_pod_sandbox(&self, cfg: &SandboxConfig) -> Result<String, RuntimeError> {
         let config = sandbox_config(cfg, &self.cgroup_root);
+        self.create_cgroup_parent(cfg)?;
         Ok(self
             .runtime
             .clone()

@@ -52,7 +52,7 @@ impl Runtime for FakeRuntime {
     }
 
     fn version(&self) -> String {
-        env!("CARGO_PKG_VERSION").to_string()
+        concat!("fake://", env!("CARGO_PKG_VERSION")).to_string()
     }
 
     async fn run_pod_sandbox(&self, cfg: &SandboxConfig) -> Result<String, RuntimeError> {

@@ -55,6 +55,41 @@ pub struct SandboxConfig {
     pub log_directory: PathBuf,
     /// The pod's labels.
     pub labels: BTreeMap<String, String>,
+    /// Host ports forwarded to the pod (a CRI runtime maps them with CNI's portmap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    /// The pod's resolver configuration; None leaves the runtime's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+    /// Limits on the pod as a whole, on its cgroup parent.
+    #[serde(default)]
+    pub resources: LinuxResources,
+}
+
+/// A host port forwarded to a container port of the pod.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The port inside the pod.
+    pub container_port: i32,
+    /// The port on the node.
+    pub host_port: i32,
+    /// The node address it is bound on (empty: all).
+    pub host_ip: String,
+}
+
+/// The pod's /etc/resolv.conf.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsConfig {
+    /// Name servers.
+    pub servers: Vec<String>,
+    /// Search domains.
+    pub searches: Vec<String>,
+    /// Resolver options (`ndots:5`).
+    pub options: Vec<String>,
 }
 
 /// Whether a sandbox can hold running containers.
@@ -194,7 +229,8 @@ pub struct ExecResult {
 pub trait Runtime: Send + Sync + 'static {
     /// The runtime's name (for the Node's nodeInfo).
     fn name(&self) -> &'static str;
-    /// The runtime's version.
+    /// The runtime and its version as nodeInfo.containerRuntimeVersion shows them
+    /// (`containerd://1.6.20`, `process://0.1.0`).
     fn version(&self) -> String;
 
     /// Makes a pod's sandbox; returns its id.

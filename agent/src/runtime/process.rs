@@ -211,7 +211,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn version(&self) -> String {
-        env!("CARGO_PKG_VERSION").to_string()
+        concat!("process://", env!("CARGO_PKG_VERSION")).to_string()
     }
 
     async fn run_pod_sandbox(&self, cfg: &SandboxConfig) -> Result<String, RuntimeError> {
@@ -219,6 +219,12 @@ impl Runtime for ProcessRuntime {
         let dir = self.sandbox_dir(&id);
         std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
         std::fs::create_dir_all(&cfg.log_directory).map_err(io(cfg.log_directory.display()))?;
+        if let Some(version) = self.cgroups {
+            // The pod's limits as a whole; its containers' cgroups nest inside.
+            Cgroup::at(version, &Self::pod_cgroup(&cfg.uid))
+                .create(&cfg.resources)
+                .map_err(|e| RuntimeError::Io(e.to_string()))?;
+        }
         let status = SandboxStatus {
             id: id.clone(),
             config: cfg.clone(),
