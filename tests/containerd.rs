@@ -221,10 +221,14 @@ fn cluster_agent(cd: &Containerd, data: &Path, bridge: &str, cidr: &str) -> Agen
 
 /// GET `path` from `ip:8080`; the body, or None while nothing answers.
 async fn http_get(ip: &str, path: &str) -> Option<String> {
+    http_get_port(ip, 8080, path).await
+}
+
+async fn http_get_port(ip: &str, port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(
         Duration::from_secs(2),
-        tokio::net::TcpStream::connect((ip, 8080)),
+        tokio::net::TcpStream::connect((ip, port)),
     )
     .await
     .ok()?
@@ -437,8 +441,37 @@ async fn a_cluster_runs_pods_on_containerd() {
         before.push((name, cid));
     }
 
-    // Trouble, reported as the kubelet reports it.
+    // A hostPort reaches the pod through the node's own address (CNI portmap).
     let api = h.client().await;
+    let host_port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let edge = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "edge"},
+        "spec": {"containers": [{"name": "http", "image": containerd::HTTP,
+                                 "ports": [{"containerPort": 8080, "hostPort": host_port}]}]}
+    });
+    api.create("v1", "pods", "default", &edge)
+        .await
+        .expect("pod");
+    // The address other machines reach this one on: the default route's source.
+    let node_ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .expect("a routable address")
+        .ip()
+        .to_string();
+    inproc::wait_until(Duration::from_secs(60), "the hostPort answers", || {
+        let node_ip = node_ip.clone();
+        async move { http_get_port(&node_ip, host_port, "/").await }
+    })
+    .await;
+
+    // Trouble, reported as the kubelet reports it.
     for (name, script, memory) in [
         ("crasher", "echo starting; exit 3", "32Mi"),
         ("hog", "tail /dev/zero", "16Mi"),
@@ -544,7 +577,7 @@ async fn a_cluster_runs_pods_on_containerd() {
         .delete("web", &DeleteParams::default())
         .await
         .expect("delete web");
-    for name in ["crasher", "hog"] {
+    for name in ["crasher", "hog", "edge"] {
         client
             .api::<Pod>("default")
             .delete(name, &DeleteParams::default())
