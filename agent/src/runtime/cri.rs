@@ -379,9 +379,20 @@ impl Runtime for CriRuntime {
 
     async fn pod_sandbox_status(&self, id: &str) -> Result<SandboxStatus, RuntimeError> {
         let s = self.sandbox_status_raw(id).await?;
+        let mut config: SandboxConfig = parse(&s.annotations, SANDBOX_CONFIG);
+        // Without a readable annotation the pod is still known by its CRI metadata: an
+        // agent must never mistake its own pod's sandbox for an orphan and remove it.
+        if config.uid.is_empty()
+            && let Some(m) = &s.metadata
+        {
+            config.name = m.name.clone();
+            config.namespace = m.namespace.clone();
+            config.uid = m.uid.clone();
+            config.attempt = m.attempt;
+        }
         Ok(SandboxStatus {
             id: s.id.clone(),
-            config: parse(&s.annotations, SANDBOX_CONFIG),
+            config,
             state: if s.state == pb::PodSandboxState::SandboxReady as i32 {
                 SandboxState::Ready
             } else {
@@ -498,10 +509,24 @@ impl Runtime for CriRuntime {
             _ => ContainerState::Exited,
         };
         let sandbox_id = s.annotations.get(SANDBOX_ID).cloned().unwrap_or_default();
+        let mut config: ContainerConfig = parse(&s.annotations, CONTAINER_CONFIG);
+        // As for sandboxes: the CRI metadata names the container when the annotation
+        // cannot, so that it is restarted under its next attempt, not recreated as new.
+        if config.name.is_empty()
+            && let Some(m) = &s.metadata
+        {
+            config.name = m.name.clone();
+            config.attempt = m.attempt;
+            config.image = s
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default();
+        }
         Ok(ContainerStatus {
             id: s.id,
             sandbox_id,
-            config: parse(&s.annotations, CONTAINER_CONFIG),
+            config,
             state,
             created_at: rfc3339(s.created_at),
             started_at: rfc3339(s.started_at),
