@@ -17,6 +17,7 @@ pub mod events;
 pub mod informer;
 pub mod kubeconfig;
 pub mod leader;
+pub mod taints;
 mod tls;
 pub mod workqueue;
 

@@ -5,7 +5,7 @@
 //! NoExecute taints (which evict) are added through the rate-limited tainting queue and
 //! removed at once when the node is Ready again.
 
-use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The taint of a node whose agent reports it not ready.
@@ -149,26 +149,7 @@ pub fn with_no_execute(
     Some(out)
 }
 
-/// Does the toleration tolerate the taint? (Kubernetes' `ToleratesTaint`: an empty effect
-/// matches every effect, an empty key with Exists matches every key.)
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty())
-        && e != taint.effect
-    {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
+pub use flotilla_client::taints::tolerates;
 
 #[cfg(test)]
 mod tests {
@@ -236,33 +217,5 @@ mod tests {
         assert_eq!(keys(&cleared), vec!["x:NoExecute"]);
         assert_eq!(no_execute_key(Some("True")), None);
         assert_eq!(no_execute_key(None), None);
-    }
-
-    #[test]
-    fn tolerations_match_as_kubernetes_matches_them() {
-        let taint = Taint {
-            key: UNREACHABLE.into(),
-            effect: NO_EXECUTE.into(),
-            ..Default::default()
-        };
-        let t =
-            |v: serde_json::Value| -> Toleration { serde_json::from_value(v).expect("toleration") };
-        assert!(tolerates(&t(json!({"operator": "Exists"})), &taint));
-        assert!(tolerates(
-            &t(json!({"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"})),
-            &taint
-        ));
-        assert!(!tolerates(
-            &t(json!({"key": UNREACHABLE, "operator": "Exists", "effect": "NoSchedule"})),
-            &taint
-        ));
-        assert!(!tolerates(
-            &t(json!({"key": NOT_READY, "operator": "Exists"})),
-            &taint
-        ));
-        assert!(
-            tolerates(&t(json!({"key": UNREACHABLE})), &taint),
-            "Equal to an empty value"
-        );
     }
 }

@@ -5,25 +5,7 @@ use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
 use super::{FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Status};
 
-/// Does the toleration tolerate the taint? (Kubernetes' `ToleratesTaint`.)
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty())
-        && e != taint.effect
-    {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
+pub use flotilla_client::taints::tolerates;
 
 fn tolerations(pod: &Pod) -> &[Toleration] {
     pod.spec
