@@ -493,11 +493,8 @@ impl Runtime for ProcessRuntime {
             cmd.current_dir(wd);
         }
         let out = match tokio::time::timeout(timeout, cmd.output()).await {
-            Err(_) => {
-                return Err(RuntimeError::Invalid(format!(
-                    "command timed out after {timeout:?}"
-                )));
-            }
+            // kill_on_drop stops the command.
+            Err(_) => return Err(RuntimeError::TimedOut(timeout)),
             Ok(Err(e)) => return Err(RuntimeError::StartFailed(format!("{program:?}: {e}"))),
             Ok(Ok(out)) => out,
         };
