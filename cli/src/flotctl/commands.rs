@@ -1270,7 +1270,7 @@ async fn create_generated(
 /// One pod of a workload, for `logs TYPE/NAME` and `exec TYPE/NAME`: a running one if
 /// there is one, the newest first, as kubectl picks (and says which on stderr). `doing`
 /// completes the refusal of kinds without pods ("cannot {doing} a Service").
-pub(crate) async fn pod_of(
+async fn pod_of(
     s: &Session,
     ns: &str,
     kind: &str,
@@ -1327,6 +1327,21 @@ pub(crate) async fn pod_of(
     Ok(pod)
 }
 
+/// The pod an argument names: NAME, pod/NAME, or TYPE/NAME for one of a workload's pods
+/// (see [`pod_of`] for `doing`).
+pub(crate) async fn pod_named(
+    s: &Session,
+    ns: &str,
+    arg: &str,
+    doing: &str,
+) -> Result<String, CommandError> {
+    match arg.split_once('/') {
+        Some(("pod" | "pods" | "po", n)) => Ok(n.to_string()),
+        Some((kind, n)) => pod_of(s, ns, kind, n, doing).await,
+        None => Ok(arg.to_string()),
+    }
+}
+
 async fn logs(g: &Global, a: &LogsArgs) -> Result<(), CommandError> {
     use std::io::Write as _;
     let s = Session::open(g).await?;
@@ -1334,11 +1349,7 @@ async fn logs(g: &Global, a: &LogsArgs) -> Result<(), CommandError> {
         .namespace
         .clone()
         .unwrap_or_else(|| s.client.default_namespace().to_string());
-    let name = match a.pod.split_once('/') {
-        Some(("pod" | "pods" | "po", n)) => n.to_string(),
-        Some((kind, n)) => pod_of(&s, &ns, kind, n, "get the logs of").await?,
-        None => a.pod.clone(),
-    };
+    let name = pod_named(&s, &ns, &a.pod, "get the logs of").await?;
     let name = name.as_str();
     let params = flotilla_client::LogParams {
         container: a.container.clone().unwrap_or_default(),

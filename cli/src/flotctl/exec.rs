@@ -10,7 +10,7 @@ use clap::Args;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::Global;
-use super::commands::{CommandError, Session, pod_of};
+use super::commands::{CommandError, Session, pod_named};
 
 /// The annotation naming the container kubectl picks when none is given.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
@@ -112,11 +112,7 @@ pub async fn run(g: &Global, a: &ExecArgs) -> Result<u8, CommandError> {
         .namespace
         .clone()
         .unwrap_or_else(|| s.client.default_namespace().to_string());
-    let name = match a.pod.split_once('/') {
-        Some(("pod" | "pods" | "po", n)) => n.to_string(),
-        Some((kind, n)) => pod_of(&s, &ns, kind, n, "exec into").await?,
-        None => a.pod.clone(),
-    };
+    let name = pod_named(&s, &ns, &a.pod, "exec into").await?;
     let container = match &a.container {
         Some(c) => c.clone(),
         None => {
