@@ -36,6 +36,10 @@ pub struct ExecArgs {
     /// Give the command a terminal: not supported.
     #[arg(short = 't', long, hide = true)]
     pub tty: bool,
+    /// Words between the pod and `--`: kubectl's old form without `--`, refused with
+    /// the way to write it.
+    #[arg(hide = true, allow_hyphen_values = true)]
+    pub without_dashes: Vec<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -47,6 +51,13 @@ fn check(a: &ExecArgs) -> Result<(), CommandError> {
         return Err(CommandError(
             "error: flotctl exec is non-interactive: -i/--stdin and -t/--tty are not supported; run the command with its input in its arguments (sh -c '…')".into(),
         ));
+    }
+    if !a.without_dashes.is_empty() {
+        return Err(CommandError(format!(
+            "error: flotctl exec POD COMMAND is not supported: put the command after -- (flotctl exec {} -- {})",
+            a.pod,
+            a.without_dashes.join(" ")
+        )));
     }
     if a.command.first().is_none_or(String::is_empty) {
         return Err(CommandError(
@@ -190,6 +201,12 @@ mod tests {
         assert!(e.0.contains("at least one command"), "{}", e.0);
         let e = check(&parse(&["-it", "web", "--", "sh"])).expect_err("interactive");
         assert!(e.0.contains("non-interactive"), "{}", e.0);
+        let e = check(&parse(&["web", "ls", "-l"])).expect_err("no --");
+        assert!(
+            e.0.ends_with("put the command after -- (flotctl exec web -- ls -l)"),
+            "{}",
+            e.0
+        );
         let e = check(&parse(&["web", "--timeout", "0", "--", "ls"])).expect_err("zero");
         assert!(e.0.contains("--timeout"), "{}", e.0);
     }
