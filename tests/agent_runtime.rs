@@ -236,6 +236,50 @@ async fn a_restarted_runtime_finds_its_containers_running() {
     rt.remove_pod_sandbox(&sb).await.expect("remove");
 }
 
+/// Whether process `pid` still runs (a zombie no longer does).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The state follows the parenthesised command name.
+            let state = s.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_timed_out_exec_stops_everything_it_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+    let id = run(&rt, &sb, &sh("long", "while true; do sleep 0.05; done")).await;
+    let pidfile = dir.path().join("background.pid");
+    let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+    let e = rt
+        .exec_sync(
+            &id,
+            &["sh".into(), "-c".into(), script],
+            Duration::from_millis(500),
+        )
+        .await
+        .expect_err("times out");
+    assert!(matches!(e, RuntimeError::TimedOut(_)), "{e:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("the script wrote its child's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    inproc::wait_until(
+        Duration::from_secs(5),
+        "the command's background child is killed",
+        || async move { (!alive(pid)).then_some(()) },
+    )
+    .await;
+    rt.stop_container(&id, Duration::ZERO).await.expect("stop");
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+}
+
 /// Cgroups need root: CI runs as root and sets FLOTILLA_REQUIRE_ROOT_TESTS, so there the
 /// test fails rather than skips when they are missing.
 fn cgroups_or_skip(rt: &ProcessRuntime) -> bool {

@@ -15,15 +15,20 @@
 //! - [`runtime::process`]: containers as host processes, each watched by a shim
 //! - [`shim`]: the per-container supervisor that outlives agent restarts
 //! - [`cri_log`]: the CRI log file format (`<time> <stream> <P|F> <line>`)
+//! - [`endpoint`]: the endpoint the API server calls, serving [`logs`] and [`exec`];
+//!   [`pod_containers`]: a pod's containers as the runtime holds them
 
 pub mod cgroup;
 pub mod cni;
 pub mod cri_log;
 pub mod dns;
+pub mod endpoint;
 pub mod env;
+pub mod exec;
 pub mod heartbeat;
 pub mod logs;
 pub mod node;
+pub mod pod_containers;
 pub mod pod_worker;
 pub mod probe;
 pub mod resources;

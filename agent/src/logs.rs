@@ -1,152 +1,73 @@
-//! The agent's log endpoint (`flotilla.agent.v1.Agent`): a container's CRI log file read
-//! back as lines (partial records joined), with tail, since, timestamps and previous, and
-//! followed as it grows — through rotation — until the container ends or the caller goes.
-//! The API server is the only caller; it proves it with the token of the Secret
-//! kube-system/flotilla-agent-proxy.
+//! Container logs for the agent's endpoint: a container's CRI log file read back as lines
+//! (partial records joined), with tail, since, timestamps and previous, and followed as it
+//! grows — through rotation — until the container ends or the caller goes.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_client::Client;
-use flotilla_proto::agent::agent_server::Agent;
 use flotilla_proto::api::{LogsChunk, LogsRequest};
-use k8s_openapi::api::core::v1::Secret;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 use tonic::codegen::BoxStream;
-use tonic::{Request, Response, Status};
 
-use crate::cri_log;
 use crate::runtime::{ContainerState, ContainerStatus, Runtime};
+use crate::{cri_log, pod_containers};
 
-/// The Secret holding the token the API server presents.
-pub const PROXY_SECRET: (&str, &str) = ("kube-system", "flotilla-agent-proxy");
 /// How often a followed log is checked for new output.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
-/// The endpoint.
-pub struct LogService<R> {
-    runtime: Arc<R>,
-    client: Client,
-    token: Mutex<Option<String>>,
-    stopping: tokio::sync::watch::Receiver<bool>,
-}
-
-impl<R: Runtime> LogService<R> {
-    /// The endpoint over `runtime`, checking callers against the proxy Secret via `client`;
-    /// followed logs end when `stopping` flips, so the agent's stop never waits on them.
-    pub fn new(
-        runtime: Arc<R>,
-        client: Client,
-        stopping: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
-        LogService {
-            runtime,
-            client,
-            token: Mutex::new(None),
-            stopping,
-        }
-    }
-
-    async fn authenticate<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string)
-            .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
-        let cached = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if cached.as_deref() == Some(presented.as_str()) {
-            return Ok(());
-        }
-        // The Secret may be new or rotated: read it again.
-        let secret = self
-            .client
-            .api::<Secret>(PROXY_SECRET.0)
-            .get_opt(PROXY_SECRET.1)
-            .await
-            .map_err(|e| Status::unavailable(format!("reading the proxy token: {e}")))?;
-        let current = secret.and_then(|s| s.data).and_then(|d| {
-            d.get("token")
-                .map(|t| String::from_utf8_lossy(&t.0).to_string())
-        });
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = current.clone();
-        if current.as_deref() == Some(presented.as_str()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("the token is not the API server's"))
-        }
-    }
-
-    /// The container instance a request is about.
-    async fn instance(&self, r: &LogsRequest) -> Result<ContainerStatus, Status> {
-        let internal = |e: crate::runtime::RuntimeError| Status::internal(e.to_string());
-        let sandboxes = self.runtime.list_pod_sandboxes().await.map_err(internal)?;
-        let pod = format!("{}/{}", r.namespace, r.name);
-        let mut containers = Vec::new();
-        for s in sandboxes.iter().filter(|s| {
-            if r.pod_uid.is_empty() {
-                s.config.namespace == r.namespace && s.config.name == r.name
-            } else {
-                s.config.uid == r.pod_uid
+/// The container instance a request is about.
+async fn instance<R: Runtime>(runtime: &R, r: &LogsRequest) -> Result<ContainerStatus, Status> {
+    let pod = format!("{}/{}", r.namespace, r.name);
+    let containers = pod_containers::of_pod(runtime, &r.namespace, &r.name, &r.pod_uid)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let names = pod_containers::names(&containers);
+    let name = if r.container.is_empty() {
+        match names.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(Status::not_found(format!(
+                    "pod {pod} has no containers on this node yet"
+                )));
             }
-        }) {
-            containers.extend(
-                self.runtime
-                    .list_containers(Some(&s.id))
-                    .await
-                    .map_err(internal)?,
-            );
+            many => {
+                return Err(Status::invalid_argument(format!(
+                    "a container name must be specified for pod {}, choose one of: [{}]",
+                    r.name,
+                    many.join(" ")
+                )));
+            }
         }
-        let mut names: Vec<String> = containers.iter().map(|c| c.config.name.clone()).collect();
-        names.sort();
-        names.dedup();
-        let name = if r.container.is_empty() {
-            match names.as_slice() {
-                [one] => one.clone(),
-                [] => {
-                    return Err(Status::not_found(format!(
-                        "pod {pod} has no containers on this node yet"
-                    )));
-                }
-                many => {
-                    return Err(Status::invalid_argument(format!(
-                        "a container name must be specified for pod {}, choose one of: [{}]",
-                        r.name,
-                        many.join(" ")
-                    )));
-                }
-            }
+    } else {
+        r.container.clone()
+    };
+    let mut mine: Vec<ContainerStatus> = containers
+        .into_iter()
+        .filter(|c| c.config.name == name)
+        .collect();
+    mine.sort_by_key(|c| std::cmp::Reverse(c.config.attempt));
+    let pick = if r.previous {
+        mine.get(1)
+    } else {
+        mine.first()
+    };
+    pick.cloned().ok_or_else(|| {
+        if r.previous {
+            Status::invalid_argument(format!(
+                "previous terminated container {name:?} in pod {:?} not found",
+                r.name
+            ))
         } else {
-            r.container.clone()
-        };
-        let mut mine: Vec<ContainerStatus> = containers
-            .into_iter()
-            .filter(|c| c.config.name == name)
-            .collect();
-        mine.sort_by_key(|c| std::cmp::Reverse(c.config.attempt));
-        let pick = if r.previous {
-            mine.get(1)
-        } else {
-            mine.first()
-        };
-        pick.cloned().ok_or_else(|| {
-            if r.previous {
-                Status::invalid_argument(format!(
-                    "previous terminated container {name:?} in pod {:?} not found",
-                    r.name
-                ))
-            } else {
-                Status::invalid_argument(format!(
-                    "container {name:?} in pod {:?} is not running yet",
-                    r.name
-                ))
-            }
-        })
-    }
+            Status::invalid_argument(format!(
+                "container {name:?} in pod {:?} is not running yet",
+                r.name
+            ))
+        }
+    })
 }
 
 /// Turns CRI records into output lines: partial records joined, filtered by time, with
@@ -215,72 +136,68 @@ async fn send(tx: &mpsc::Sender<Result<LogsChunk, Status>>, lines: &[String]) ->
             .is_ok()
 }
 
-#[tonic::async_trait]
-impl<R: Runtime> Agent for LogService<R> {
-    async fn container_logs(
-        &self,
-        req: Request<LogsRequest>,
-    ) -> Result<Response<BoxStream<LogsChunk>>, Status> {
-        self.authenticate(&req).await?;
-        let r = req.into_inner();
-        let c = self.instance(&r).await?;
-        let path = c.log_path.clone();
-        let mut lines = Lines {
-            since: r
-                .since_seconds
-                .map(|s| jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s.max(0))),
-            timestamps: r.timestamps,
-            ..Default::default()
-        };
-        // What is there now: the rotated file, then the current one.
-        let mut out = Vec::new();
-        if let Ok((_, records)) = read_from(&rotated(&path), 0) {
-            for rec in &records {
-                lines.push(rec, &mut out);
-            }
-        }
-        let (mut offset, records) = read_from(&path, 0).unwrap_or((0, Vec::new()));
+/// The log a request asks for: what is there now, then (when following) what the
+/// container writes until it ends, the caller goes or `stopping` flips.
+pub async fn stream<R: Runtime>(
+    runtime: Arc<R>,
+    r: LogsRequest,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<BoxStream<LogsChunk>, Status> {
+    let c = instance(runtime.as_ref(), &r).await?;
+    let path = c.log_path.clone();
+    let mut lines = Lines {
+        since: r
+            .since_seconds
+            .map(|s| jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s.max(0))),
+        timestamps: r.timestamps,
+        ..Default::default()
+    };
+    // What is there now: the rotated file, then the current one.
+    let mut out = Vec::new();
+    if let Ok((_, records)) = read_from(&rotated(&path), 0) {
         for rec in &records {
             lines.push(rec, &mut out);
         }
-        if let Some(n) = r.tail_lines {
-            let keep = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
-            let drop = out.len().saturating_sub(keep);
-            out.drain(..drop);
+    }
+    let (mut offset, records) = read_from(&path, 0).unwrap_or((0, Vec::new()));
+    for rec in &records {
+        lines.push(rec, &mut out);
+    }
+    if let Some(n) = r.tail_lines {
+        let keep = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+        let drop = out.len().saturating_sub(keep);
+        out.drain(..drop);
+    }
+    let (tx, rx) = mpsc::channel(16);
+    let follow = r.follow && !r.previous;
+    tokio::spawn(async move {
+        if !send(&tx, &out).await || !follow {
+            return;
         }
-        let (tx, rx) = mpsc::channel(16);
-        let runtime = self.runtime.clone();
-        let follow = r.follow && !r.previous;
-        let mut stopping = self.stopping.clone();
-        tokio::spawn(async move {
-            if !send(&tx, &out).await || !follow {
+        loop {
+            let ended = runtime
+                .container_status(&c.id)
+                .await
+                .map_or(true, |s| s.state == ContainerState::Exited);
+            let Ok((next, records)) = read_from(&path, offset) else {
+                return;
+            };
+            offset = next;
+            let mut out = Vec::new();
+            for rec in &records {
+                lines.push(rec, &mut out);
+            }
+            if !send(&tx, &out).await || ended {
                 return;
             }
-            loop {
-                let ended = runtime
-                    .container_status(&c.id)
-                    .await
-                    .map_or(true, |s| s.state == ContainerState::Exited);
-                let Ok((next, records)) = read_from(&path, offset) else {
-                    return;
-                };
-                offset = next;
-                let mut out = Vec::new();
-                for rec in &records {
-                    lines.push(rec, &mut out);
-                }
-                if !send(&tx, &out).await || ended {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                    _ = tx.closed() => return,
-                    _ = stopping.wait_for(|s| *s) => return,
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = tx.closed() => return,
+                _ = stopping.wait_for(|s| *s) => return,
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
 #[cfg(test)]

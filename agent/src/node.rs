@@ -79,7 +79,7 @@ pub struct Registration {
     pub reserved: HostResources,
     /// The runtime's name and version (`process://0.1.0`).
     pub runtime_version: String,
-    /// The port of the agent's endpoint (logs), recorded in the Node.
+    /// The port of the agent's endpoint (logs, exec), recorded in the Node.
     pub port: u16,
     /// The node's pod subnet (`--pod-cidr`).
     pub pod_cidr: Option<String>,

@@ -37,7 +37,8 @@ pub struct AgentConfig {
     pub system_reserved: HostResources,
     /// How often the node Lease is renewed.
     pub heartbeat_interval: Duration,
-    /// Where the agent's endpoint (logs, for the API server) listens; port 0 picks one.
+    /// Where the agent's endpoint (logs and exec, for the API server) listens; port 0
+    /// picks one.
     pub listen: std::net::SocketAddr,
     /// The node's resolv.conf, the base of its pods' DNS (`--resolv-conf`).
     pub resolv_conf: PathBuf,
@@ -211,7 +212,7 @@ pub async fn run<R: Runtime>(
     register(&client, &cfg, runtime.as_ref(), port).await?;
     let endpoint = {
         let service = flotilla_proto::agent::agent_server::AgentServer::new(
-            crate::logs::LogService::new(runtime.clone(), client.clone(), shutdown.clone()),
+            crate::endpoint::AgentEndpoint::new(runtime.clone(), client.clone(), shutdown.clone()),
         );
         let mut stop = shutdown.clone();
         tokio::spawn(async move {

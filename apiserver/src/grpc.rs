@@ -13,9 +13,9 @@ use flotilla_proto::api::patch_request::PatchType as WirePatchType;
 use flotilla_proto::api::resources_server::Resources;
 use flotilla_proto::api::watch_event::EventType as WireEventType;
 use flotilla_proto::api::{
-    BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, DiscoverResponse, GetRequest,
-    ListRequest, ListResponse, LogsChunk, LogsRequest, ObjectResponse, PatchRequest,
-    ResourceInfo as WireInfo, ResourceRef, UpdateRequest, WatchEvent, WatchRequest,
+    BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, DiscoverResponse, ExecRequest,
+    ExecResponse, GetRequest, ListRequest, ListResponse, LogsChunk, LogsRequest, ObjectResponse,
+    PatchRequest, ResourceInfo as WireInfo, ResourceRef, UpdateRequest, WatchEvent, WatchRequest,
 };
 
 use crate::api::delete::DeleteOptions;
@@ -311,6 +311,15 @@ impl Resources for ResourcesService {
             })
             .await?;
         Ok(Response::new(self.until_stopping(stream)))
+    }
+
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let (meta, ext, body) = req.into_parts();
+        // Kubernetes authorizes exec as `create` on `pods/exec`.
+        self.serve("create", "pods/exec", &meta, &ext, async {
+            self.api.exec(body).await.map(Response::new)
+        })
+        .await
     }
 
     async fn watch(

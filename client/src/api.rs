@@ -17,8 +17,8 @@ use flotilla_proto::api::patch_request::PatchType;
 use flotilla_proto::api::resources_client::ResourcesClient;
 use flotilla_proto::api::watch_event::EventType;
 use flotilla_proto::api::{
-    BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, GetRequest, ListRequest,
-    LogsRequest, PatchRequest, ResourceInfo, ResourceRef, UpdateRequest, WatchRequest,
+    BindRequest, CreateRequest, DeleteRequest, DiscoverRequest, ExecRequest, GetRequest,
+    ListRequest, LogsRequest, PatchRequest, ResourceInfo, ResourceRef, UpdateRequest, WatchRequest,
 };
 
 use crate::error::ClientError;
@@ -127,6 +127,30 @@ pub struct LogParams {
     pub timestamps: bool,
     /// The instance before the last restart.
     pub previous: bool,
+}
+
+/// What to run in a container, and for how long at most (kubectl exec without -i/-t).
+#[derive(Clone, Debug, Default)]
+pub struct ExecParams {
+    /// The container (empty: the pod's first).
+    pub container: String,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// How long it may run (None: the server's default, a minute; at most ten minutes).
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// What a command run in a container did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// What it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// The container it ran in.
+    pub container: String,
 }
 
 impl Client {
@@ -248,6 +272,40 @@ impl Client {
             item.map(|chunk| chunk.data.to_vec())
                 .map_err(|s| ClientError::from_status(&s, &address))
         })))
+    }
+
+    /// Runs a command in a container of a pod and waits for it; a command that ran is Ok
+    /// whatever its exit code.
+    pub async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        p: &ExecParams,
+    ) -> Result<ExecOutput, ClientError> {
+        let timeout_seconds = p
+            .timeout
+            // A fraction of a second still asks for a timeout, not the default.
+            .map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let resp = self
+            .inner
+            .clone()
+            .exec(self.req(ExecRequest {
+                namespace: namespace.into(),
+                name: pod.into(),
+                container: p.container.clone(),
+                command: p.command.clone(),
+                timeout_seconds,
+                pod_uid: String::new(),
+            }))
+            .await;
+        let out = self.check(resp)?;
+        Ok(ExecOutput {
+            stdout: out.stdout.to_vec(),
+            stderr: out.stderr.to_vec(),
+            exit_code: out.exit_code,
+            container: out.container,
+        })
     }
 
     /// Binds a pod to a node.

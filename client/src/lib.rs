@@ -22,8 +22,8 @@ mod tls;
 pub mod workqueue;
 
 pub use api::{
-    Api, Client, DeleteParams, DynamicApi, ListParams, LogParams, LogStream, ObjectList, Patch,
-    WatchEvent,
+    Api, Client, DeleteParams, DynamicApi, ExecOutput, ExecParams, ListParams, LogParams,
+    LogStream, ObjectList, Patch, WatchEvent,
 };
 pub use error::{ClientError, TlsConfigError};
 pub use informer::{Change, Informer, Store};

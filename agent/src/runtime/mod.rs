@@ -29,6 +29,9 @@ pub enum RuntimeError {
     /// The runtime's state or the host failed.
     #[error("{0}")]
     Io(String),
+    /// A command run in a container did not finish in time (and was stopped).
+    #[error("the command did not finish within {0:?}")]
+    TimedOut(Duration),
 }
 
 impl From<crate::shim::ShimError> for RuntimeError {

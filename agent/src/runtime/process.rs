@@ -205,6 +205,17 @@ impl ProcessRuntime {
     }
 }
 
+/// Kills an exec'd command's process group when dropped (unless emptied first).
+struct GroupKiller(Option<i32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
         "process"
@@ -490,6 +501,11 @@ impl Runtime for ProcessRuntime {
         cmd.args(args)
             .env_clear()
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so that a timeout or a caller who goes away stops what the
+            // command started too (`sh -c '…'`), not only the command.
+            .process_group(0)
             .kill_on_drop(true);
         if !meta.config.env.iter().any(|(k, _)| k == "PATH") {
             cmd.env("PATH", crate::shim::DEFAULT_PATH);
@@ -498,15 +514,18 @@ impl Runtime for ProcessRuntime {
         if let Some(wd) = meta.config.working_dir.as_deref().filter(|w| !w.is_empty()) {
             cmd.current_dir(wd);
         }
-        let out = match tokio::time::timeout(timeout, cmd.output()).await {
-            Err(_) => {
-                return Err(RuntimeError::Invalid(format!(
-                    "command timed out after {timeout:?}"
-                )));
-            }
-            Ok(Err(e)) => return Err(RuntimeError::StartFailed(format!("{program:?}: {e}"))),
+        let child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::StartFailed(format!("{program:?}: {e}")))?;
+        let mut group = GroupKiller(child.id().and_then(|p| i32::try_from(p).ok()));
+        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Err(_) => return Err(RuntimeError::TimedOut(timeout)),
+            Ok(Err(e)) => return Err(RuntimeError::Io(format!("waiting for {program:?}: {e}"))),
             Ok(Ok(out)) => out,
         };
+        // It ended by itself: what it left running in the background may stay, as in a
+        // container.
+        group.0 = None;
         Ok(ExecResult {
             exit_code: out
                 .status

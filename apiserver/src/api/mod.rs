@@ -6,10 +6,14 @@
 //! - [`namespaces`]: namespace existence, the namespaces every cluster has, and
 //!   finishing a namespace's deletion
 //! - [`scale`]: the autoscaling/v1 Scale view of ReplicaSets and Deployments
+//! - [`logs`], [`exec`]: the pod subresources served by the pod's node agent, reached
+//!   through [`agent_proxy`]
 
+pub mod agent_proxy;
 pub mod bind;
 pub mod create;
 pub mod delete;
+pub mod exec;
 pub mod logs;
 pub mod namespaces;
 pub mod read;

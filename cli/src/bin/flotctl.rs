@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(commands::run(&cli.global, &cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             if !e.0.is_empty() {
                 eprintln!("{}", e.0);

@@ -371,9 +371,11 @@ impl Session {
     }
 }
 
-/// Runs a command; prints its output; Err carries the message of the last failure.
-pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
-    match cmd {
+/// Runs a command; prints its output; Ok carries the status flotctl exits with (not 0
+/// only when `exec`'s command failed); Err carries the message of the last failure.
+pub async fn run(g: &Global, cmd: &Command) -> Result<u8, CommandError> {
+    let done = match cmd {
+        Command::Exec(a) => return super::exec::run(g, a).await,
         Command::Version => {
             println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
             let s = Session::open(g).await?;
@@ -438,7 +440,8 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<(), CommandError> {
         Command::Cordon(a) => super::node::cordon(g, a).await,
         Command::Uncordon(a) => super::node::uncordon(g, a).await,
         Command::Drain(a) => super::node::drain(g, a).await,
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// Splits `get`/`delete` arguments into (resource, names) pairs: `TYPE[,TYPE] [NAME…]` or
@@ -1264,16 +1267,23 @@ async fn create_generated(
     Ok(())
 }
 
-/// One pod of a workload, for `logs TYPE/NAME`: a running one if there is one, the
-/// newest first, as kubectl picks (and says which on stderr).
-async fn pod_of(s: &Session, ns: &str, kind: &str, name: &str) -> Result<String, CommandError> {
+/// One pod of a workload, for `logs TYPE/NAME` and `exec TYPE/NAME`: a running one if
+/// there is one, the newest first, as kubectl picks (and says which on stderr). `doing`
+/// completes the refusal of kinds without pods ("cannot {doing} a Service").
+async fn pod_of(
+    s: &Session,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    doing: &str,
+) -> Result<String, CommandError> {
     let info = s.resolve(kind)?;
     if !matches!(
         info.kind.as_str(),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job"
     ) {
         return Err(CommandError(format!(
-            "error: cannot get the logs of a {}",
+            "error: cannot {doing} a {}",
             info.kind
         )));
     }
@@ -1317,6 +1327,21 @@ async fn pod_of(s: &Session, ns: &str, kind: &str, name: &str) -> Result<String,
     Ok(pod)
 }
 
+/// The pod an argument names: NAME, pod/NAME, or TYPE/NAME for one of a workload's pods
+/// (see [`pod_of`] for `doing`).
+pub(crate) async fn pod_named(
+    s: &Session,
+    ns: &str,
+    arg: &str,
+    doing: &str,
+) -> Result<String, CommandError> {
+    match arg.split_once('/') {
+        Some(("pod" | "pods" | "po", n)) => Ok(n.to_string()),
+        Some((kind, n)) => pod_of(s, ns, kind, n, doing).await,
+        None => Ok(arg.to_string()),
+    }
+}
+
 async fn logs(g: &Global, a: &LogsArgs) -> Result<(), CommandError> {
     use std::io::Write as _;
     let s = Session::open(g).await?;
@@ -1324,11 +1349,7 @@ async fn logs(g: &Global, a: &LogsArgs) -> Result<(), CommandError> {
         .namespace
         .clone()
         .unwrap_or_else(|| s.client.default_namespace().to_string());
-    let name = match a.pod.split_once('/') {
-        Some(("pod" | "pods" | "po", n)) => n.to_string(),
-        Some((kind, n)) => pod_of(&s, &ns, kind, n).await?,
-        None => a.pod.clone(),
-    };
+    let name = pod_named(&s, &ns, &a.pod, "get the logs of").await?;
     let name = name.as_str();
     let params = flotilla_client::LogParams {
         container: a.container.clone().unwrap_or_default(),

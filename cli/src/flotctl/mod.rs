@@ -2,6 +2,7 @@
 //!
 //! - [`apply`]: client-side apply's record and three-way merge
 //! - [`describe`]: `describe`'s layout per kind, with Events
+//! - [`exec`]: `exec`, a command run in a container, its output and exit code passed on
 //! - [`jsonpath`]: `-o jsonpath=…` templates
 //! - [`manifest`]: reading `-f` files, directories and stdin
 //! - [`printer`]: tables with kubectl's columns, names, ages
@@ -13,6 +14,7 @@
 pub mod apply;
 pub mod commands;
 pub mod describe;
+pub mod exec;
 pub mod jsonpath;
 pub mod manifest;
 pub mod node;
@@ -65,6 +67,8 @@ pub enum Command {
     Edit(commands::EditArgs),
     /// Print a container's log (-f to follow it).
     Logs(commands::LogsArgs),
+    /// Run a command in a container: `exec POD [-c CONTAINER] -- COMMAND [ARGS…]`.
+    Exec(exec::ExecArgs),
     /// Set the number of replicas of a ReplicaSet or Deployment.
     Scale(commands::ScaleArgs),
     /// Manage a Deployment's rollout: status, history, undo, restart, pause, resume.
