@@ -29,7 +29,8 @@ use agent::runtime::{
 };
 use api::{ApiHarness, StoreSetup};
 use containerd::Containerd;
-use flotilla_client::{Client, DeleteParams, ListParams};
+use flotilla_client::{Client, DeleteParams, ExecParams, ListParams};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
@@ -410,22 +411,20 @@ async fn a_cluster_runs_pods_on_containerd() {
         let c = container_state(p).expect("container status");
         let id = c.container_id.clone().expect("container id");
         assert!(id.starts_with("containerd://"), "{id}");
-        // The container's limit is in its cgroup, and the pod's on the pod's cgroup.
+        // The container's limit is in its cgroup (read by exec through the API server),
+        // and the pod's on the pod's cgroup.
         let cid = id.trim_start_matches("containerd://").to_string();
-        let out = rt
-            .exec_sync(
-                &cid,
-                &[
-                    "cat".into(),
-                    "/sys/fs/cgroup/memory/memory.limit_in_bytes".into(),
-                ],
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("exec");
+        let exec = ExecParams {
+            command: vec![
+                "cat".into(),
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes".into(),
+            ],
+            ..Default::default()
+        };
+        let out = client.exec("default", &name, &exec).await.expect("exec");
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            (32u64 << 20).to_string()
+            (out.exit_code, String::from_utf8_lossy(&out.stdout).trim()),
+            (0, (32u64 << 20).to_string().as_str())
         );
         let uid = p.metadata.uid.clone().expect("uid");
         let pod_limit = std::fs::read_to_string(format!(
@@ -506,6 +505,20 @@ async fn a_cluster_runs_pods_on_containerd() {
     })
     .await;
     assert_eq!(last.exit_code, 3, "{last:?}");
+    // Its log comes through the API server from the CRI log file.
+    let mut stream = client
+        .logs("default", "crasher", &Default::default())
+        .await
+        .expect("logs");
+    let mut log = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        log.extend(chunk.expect("log chunk"));
+    }
+    assert!(
+        String::from_utf8_lossy(&log).contains("starting"),
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
     until_pod(&client, "hog", "hog is OOMKilled", |p| {
         let c = container_state(p)?;
         let t = c.state?.terminated?;
