@@ -307,7 +307,7 @@ async fn tear_down<R: Runtime>(ctx: &Context<R>, pod: &Pod, grace: Duration) -> 
     let uid = uid_of(pod);
     let sandboxes = ctx
         .runtime
-        .list_pod_sandboxes()
+        .pod_sandboxes(&uid)
         .await
         .map_err(|e| e.to_string())?;
     for s in sandboxes.iter().filter(|s| s.config.uid == uid) {
@@ -556,7 +556,7 @@ async fn sync<R: Runtime>(
         Some(s) => Some(s),
         None => ctx
             .runtime
-            .list_pod_sandboxes()
+            .pod_sandboxes(&uid)
             .await?
             .into_iter()
             .find(|s| s.config.uid == uid && s.state == SandboxState::Ready),

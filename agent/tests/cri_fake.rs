@@ -555,3 +555,20 @@ async fn a_runtime_that_is_down_is_an_error_naming_it() {
     fake.state().down = None;
     assert!(rt.list_pod_sandboxes().await.expect("back").is_empty());
 }
+
+#[tokio::test]
+async fn a_pods_sandboxes_are_found_by_its_uid_alone() {
+    let (fake, rt, _dir) = serve().await;
+    let a = rt.run_pod_sandbox(&sandbox("a")).await.expect("a");
+    rt.run_pod_sandbox(&sandbox("b")).await.expect("b");
+    let found = rt.pod_sandboxes("uid-a").await.expect("find");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, a);
+    // One List asking for the pod's label: not every sandbox's status in turn.
+    let st = fake.state();
+    let last = st.list_selectors.last().expect("a list");
+    assert_eq!(
+        last.get("io.kubernetes.pod.uid").map(String::as_str),
+        Some("uid-a")
+    );
+}

@@ -33,6 +33,8 @@ const SANDBOX_CONFIG: &str = "io.flotilla.sandbox-config";
 const CONTAINER_CONFIG: &str = "io.flotilla.container-config";
 /// The annotation naming a container's sandbox (CRI's ContainerStatus does not).
 const SANDBOX_ID: &str = "io.flotilla.sandbox-id";
+/// The label carrying a sandbox's pod uid (the kubelet's).
+const POD_UID: &str = "io.kubernetes.pod.uid";
 /// The label marking sandboxes and containers this agent made.
 const MANAGED: &str = "io.flotilla.managed";
 
@@ -76,7 +78,7 @@ fn sandbox_config(cfg: &SandboxConfig, cgroup_root: &str) -> pb::PodSandboxConfi
     let mut labels: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
     labels.insert("io.kubernetes.pod.name".into(), cfg.name.clone());
     labels.insert("io.kubernetes.pod.namespace".into(), cfg.namespace.clone());
-    labels.insert("io.kubernetes.pod.uid".into(), cfg.uid.clone());
+    labels.insert(POD_UID.into(), cfg.uid.clone());
     labels.insert(MANAGED.into(), "true".into());
     let annotations = HashMap::from([(
         SANDBOX_CONFIG.to_string(),
@@ -283,6 +285,36 @@ impl CriRuntime {
             .ok_or_else(|| RuntimeError::NotFound(format!("sandbox {id}")))
     }
 
+    /// This agent's sandboxes that also carry `labels`, with their status.
+    async fn sandboxes_labelled(
+        &self,
+        mut labels: HashMap<String, String>,
+    ) -> Result<Vec<SandboxStatus>, RuntimeError> {
+        labels.insert(MANAGED.to_string(), "true".to_string());
+        let items = self
+            .runtime
+            .clone()
+            .list_pod_sandbox(pb::ListPodSandboxRequest {
+                filter: Some(pb::PodSandboxFilter {
+                    label_selector: labels,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .items;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match self.pod_sandbox_status(&item.id).await {
+                Ok(s) => out.push(s),
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Makes the pod's cgroup parent with its pod-level limits before the runtime puts
     /// the sandbox in it (runc would create it bare).
     fn create_cgroup_parent(&self, cfg: &SandboxConfig) -> Result<(), RuntimeError> {
@@ -404,28 +436,12 @@ impl Runtime for CriRuntime {
     }
 
     async fn list_pod_sandboxes(&self) -> Result<Vec<SandboxStatus>, RuntimeError> {
-        let items = self
-            .runtime
-            .clone()
-            .list_pod_sandbox(pb::ListPodSandboxRequest {
-                filter: Some(pb::PodSandboxFilter {
-                    label_selector: HashMap::from([(MANAGED.to_string(), "true".to_string())]),
-                    ..Default::default()
-                }),
-            })
+        self.sandboxes_labelled(HashMap::new()).await
+    }
+
+    async fn pod_sandboxes(&self, uid: &str) -> Result<Vec<SandboxStatus>, RuntimeError> {
+        self.sandboxes_labelled(HashMap::from([(POD_UID.to_string(), uid.to_string())]))
             .await
-            .map_err(rpc)?
-            .into_inner()
-            .items;
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            match self.pod_sandbox_status(&item.id).await {
-                Ok(s) => out.push(s),
-                Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
     }
 
     async fn create_container(

@@ -259,6 +259,21 @@ pub trait Runtime: Send + Sync + 'static {
     fn list_pod_sandboxes(
         &self,
     ) -> impl Future<Output = Result<Vec<SandboxStatus>, RuntimeError>> + Send;
+    /// The sandboxes of the pod with `uid`. A runtime that can filter by pod should: every
+    /// new pod asks, and listing all sandboxes for each makes a burst of N pods cost N².
+    fn pod_sandboxes(
+        &self,
+        uid: &str,
+    ) -> impl Future<Output = Result<Vec<SandboxStatus>, RuntimeError>> + Send {
+        async move {
+            Ok(self
+                .list_pod_sandboxes()
+                .await?
+                .into_iter()
+                .filter(|s| s.config.uid == uid)
+                .collect())
+        }
+    }
 
     /// Creates a container in a sandbox; returns its id.
     fn create_container(
