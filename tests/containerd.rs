@@ -352,37 +352,27 @@ async fn a_cluster_runs_pods_on_containerd() {
         info.container_runtime_version
     );
 
-    // A Deployment of the HTTP image, each pod answering on its own address.
-    let web = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [{
-                        "name": "http", "image": containerd::HTTP,
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "resources": {"limits": {"cpu": "200m", "memory": "32Mi"}},
-                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"},
-                                           "periodSeconds": 1}
-                    }]
-                }
-            }
-        }
-    });
-    h.client()
-        .await
-        .create("apps/v1", "deployments", "default", &web)
-        .await
-        .expect("deployment");
-    let ready = inproc::wait_until(Duration::from_secs(120), "3 web pods are ready", || {
+    // The README's example: a Deployment of the HTTP image, applied with flotctl, each
+    // pod answering on its own address.
+    let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/http.yaml");
+    let applied = std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("apply")
+        .arg("-f")
+        .arg(&example)
+        .output()
+        .expect("flotctl runs");
+    assert!(
+        applied.status.success(),
+        "flotctl apply: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let ready = inproc::wait_until(Duration::from_secs(120), "3 http pods are ready", || {
         let client = client.clone();
         async move {
-            let list = pods(&client, "app=web").await;
+            let list = pods(&client, "app=http").await;
             let ready: Vec<Pod> = list
                 .into_iter()
                 .filter(|p| {
@@ -397,6 +387,33 @@ async fn a_cluster_runs_pods_on_containerd() {
             (ready.len() == 3).then_some(ready)
         }
     })
+    .await;
+    // The Service's Endpoints list the three pod IPs.
+    let mut ips: Vec<String> = ready
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    ips.sort();
+    inproc::wait_until(
+        Duration::from_secs(30),
+        "the Service has 3 endpoints",
+        || {
+            let api = client.api::<k8s_openapi::api::core::v1::Endpoints>("default");
+            let ips = ips.clone();
+            async move {
+                let e = api.get("http").await.ok()?;
+                let mut got: Vec<String> = e
+                    .subsets
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| s.addresses.iter().flatten())
+                    .map(|a| a.ip.clone())
+                    .collect();
+                got.sort();
+                (got == ips).then_some(())
+            }
+        },
+    )
     .await;
     let mut before = Vec::new();
     for p in &ready {
@@ -553,16 +570,16 @@ async fn a_cluster_runs_pods_on_containerd() {
         .api::<Pod>("default")
         .delete(&victim, &DeleteParams::default())
         .await
-        .expect("delete one web pod");
+        .expect("delete one http pod");
     // The new agent handles the deletion and the replacement: it is running.
     inproc::wait_until(
         Duration::from_secs(60),
-        "a replacement web pod is ready",
+        "a replacement http pod is ready",
         || {
             let client = client.clone();
             let victim = victim.clone();
             async move {
-                let list = pods(&client, "app=web").await;
+                let list = pods(&client, "app=http").await;
                 let ready = list
                     .iter()
                     .filter(|p| p.metadata.name.as_deref() != Some(&victim))
@@ -587,9 +604,9 @@ async fn a_cluster_runs_pods_on_containerd() {
     // Everything goes, and leaves nothing behind.
     client
         .api::<Deployment>("default")
-        .delete("web", &DeleteParams::default())
+        .delete("http", &DeleteParams::default())
         .await
-        .expect("delete web");
+        .expect("delete http");
     for name in ["crasher", "hog", "edge"] {
         client
             .api::<Pod>("default")
