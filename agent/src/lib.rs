@@ -8,6 +8,8 @@
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports
 //! - [`probe`]: liveness, readiness and startup probes
+//! - [`image_pull`]: images pulled as imagePullPolicy says, with back-off; credentials
+//!   from [`pull_secrets`]; references read by [`image_ref`]
 //! - [`env`]: a container's environment; [`resources`]: its cgroup limits
 //! - [`cgroup`]: confinement and OOM detection
 //! - [`runtime`]: the interface (sandboxes, containers, logs, exec)
@@ -19,10 +21,13 @@ pub mod cgroup;
 pub mod cri_log;
 pub mod env;
 pub mod heartbeat;
+pub mod image_pull;
+pub mod image_ref;
 pub mod logs;
 pub mod node;
 pub mod pod_worker;
 pub mod probe;
+pub mod pull_secrets;
 pub mod resources;
 pub mod run;
 pub mod runtime;

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::image_pull::{self, EventSink, PullBackoff};
 use crate::probe::{Kind, Prober};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
@@ -50,6 +51,8 @@ pub struct Context<R> {
     pub host_ip: String,
     /// Where pods' log directories go.
     pub log_root: PathBuf,
+    /// The back-off of failed image pulls.
+    pub pull_backoff: PullBackoff,
 }
 
 impl<R> Context<R> {
@@ -62,6 +65,18 @@ impl<R> Context<R> {
         recorder
             .record(&self.client, pod, type_, reason, message)
             .await;
+    }
+}
+
+/// Events about one pod, for the image puller.
+struct PodEvents<'a, R> {
+    ctx: &'a Context<R>,
+    pod: &'a Pod,
+}
+
+impl<R: Runtime> EventSink for PodEvents<'_, R> {
+    async fn event(&self, type_: &str, reason: &str, message: &str) {
+        self.ctx.event(self.pod, type_, reason, message).await;
     }
 }
 
@@ -365,6 +380,22 @@ async fn start<R: Runtime>(
     attempt: u32,
     older: &[ContainerStatus],
 ) -> Result<Step, RuntimeError> {
+    if ctx.runtime.manages_images() {
+        let events = PodEvents { ctx, pod };
+        let credentials = || image_pull::pull_credentials(&ctx.client, pod, &events);
+        if let Err(w) = image_pull::ensure_image(
+            ctx.runtime.as_ref(),
+            &ctx.pull_backoff,
+            &events,
+            &uid_of(pod),
+            c,
+            credentials,
+        )
+        .await
+        {
+            return Ok(Step::Waiting(w.reason, w.message));
+        }
+    }
     let ips = crate::env::Ips {
         host: &ctx.host_ip,
         pod: &sandbox.ip,

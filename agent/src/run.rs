@@ -171,6 +171,7 @@ pub async fn run<R: Runtime>(
         node_name: cfg.node_name.clone(),
         host_ip: cfg.host_ip.clone(),
         log_root: cfg.data_dir.join("pods"),
+        pull_backoff: Default::default(),
     });
     let heartbeat = tokio::spawn(heartbeat::run(
         client.clone(),
