@@ -43,6 +43,7 @@ fn agent_config(dir: &Path) -> AgentConfig {
         system_reserved: Default::default(),
         heartbeat_interval: Duration::from_secs(1),
         listen: "127.0.0.1:0".parse().expect("address"),
+        image_gc: Default::default(),
     }
 }
 

@@ -75,6 +75,7 @@ impl Cluster {
             system_reserved: Default::default(),
             heartbeat_interval: Duration::from_secs(1),
             listen: "127.0.0.1:0".parse().expect("address"),
+            image_gc: Default::default(),
         };
         let tasks = vec![
             tokio::spawn(scheduler::run(

@@ -48,6 +48,7 @@ fn fake_agent(
         system_reserved: Default::default(),
         heartbeat_interval: Duration::from_secs(1),
         listen: "127.0.0.1:0".parse().expect("address"),
+        image_gc: Default::default(),
     };
     let (stop, rx) = watch::channel(false);
     let client = client.clone();

@@ -10,6 +10,7 @@
 //! - [`probe`]: liveness, readiness and startup probes
 //! - [`image_pull`]: images pulled as imagePullPolicy says, with back-off; credentials
 //!   from [`pull_secrets`]; references read by [`image_ref`]
+//! - [`image_gc`]: unused images removed when the image filesystem fills
 //! - [`env`]: a container's environment; [`resources`]: its cgroup limits
 //! - [`cgroup`]: confinement and OOM detection
 //! - [`runtime`]: the interface (sandboxes, containers, logs, exec)
@@ -21,6 +22,7 @@ pub mod cgroup;
 pub mod cri_log;
 pub mod env;
 pub mod heartbeat;
+pub mod image_gc;
 pub mod image_pull;
 pub mod image_ref;
 pub mod logs;

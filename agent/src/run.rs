@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::heartbeat::{self, HeartbeatConfig};
+use crate::image_gc::{self, ImageGcPolicy};
 use crate::node::{HostResources, Registration, host_resources, node_object};
 use crate::pod_worker::{self, Context};
 use crate::runtime::Runtime;
@@ -39,6 +40,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Where the agent's endpoint (logs, for the API server) listens; port 0 picks one.
     pub listen: std::net::SocketAddr,
+    /// When unused images are removed.
+    pub image_gc: ImageGcPolicy,
 }
 
 /// The agent could not start.
@@ -183,6 +186,12 @@ pub async fn run<R: Runtime>(
         shutdown.clone(),
     ));
 
+    let image_gc = tokio::spawn(image_gc::run(
+        runtime.clone(),
+        cfg.image_gc,
+        shutdown.clone(),
+    ));
+
     let workers: Workers = Arc::default();
     let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
     let informer = {
@@ -242,6 +251,7 @@ pub async fn run<R: Runtime>(
     }
     let _ = informer_task.await;
     let _ = heartbeat.await;
+    let _ = image_gc.await;
     let _ = endpoint.await;
     let pending: Vec<_> = lock(&tasks).drain(..).collect();
     for t in pending {

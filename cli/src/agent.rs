@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent::image_gc::ImageGcPolicy;
 use agent::node::{parse_labels, parse_reserved, parse_taints};
 use agent::run::AgentConfig;
 use agent::runtime::process::ProcessRuntime;
@@ -59,6 +60,13 @@ pub struct AgentArgs {
     /// Where the agent's endpoint (container logs, called by the API server) listens.
     #[arg(long, default_value = "0.0.0.0:10250")]
     pub listen: std::net::SocketAddr,
+    /// Image garbage collection starts when the image filesystem is this full (percent).
+    #[arg(long, default_value_t = u32::from(agent::image_gc::DEFAULT_HIGH_THRESHOLD))]
+    pub image_gc_high_threshold: u32,
+    /// Image garbage collection frees space until the image filesystem is below this
+    /// (percent; lower than the high threshold).
+    #[arg(long, default_value_t = u32::from(agent::image_gc::DEFAULT_LOW_THRESHOLD))]
+    pub image_gc_low_threshold: u32,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -94,6 +102,11 @@ impl AgentArgs {
                 .map_err(|e| format!("--system-reserved: {e}"))?,
             heartbeat_interval: self.node_lease_renew_interval,
             listen: self.listen,
+            image_gc: ImageGcPolicy::with_thresholds(
+                self.image_gc_high_threshold,
+                self.image_gc_low_threshold,
+            )
+            .map_err(|e| format!("--image-gc-high-threshold / --image-gc-low-threshold: {e}"))?,
         })
     }
 }
@@ -110,6 +123,7 @@ pub fn local_agent_config(data_dir: &Path) -> AgentConfig {
         system_reserved: Default::default(),
         heartbeat_interval: Duration::from_secs(10),
         listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        image_gc: Default::default(),
     }
 }
 

@@ -72,6 +72,7 @@ pub async fn run(args: HollowArgs, shutdown: impl Future<Output = ()>) -> Result
             system_reserved: Default::default(),
             heartbeat_interval: args.node_lease_renew_interval,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            image_gc: Default::default(),
         };
         let runtime = Arc::new(FakeRuntime::new(&ip));
         let stop_rx = stop_rx.clone();
