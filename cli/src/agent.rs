@@ -193,3 +193,45 @@ async fn run_with<R: agent::runtime::Runtime>(
         Err(e) => Err(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<AgentConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .expect("flags parse");
+        cli.agent.to_config()
+    }
+
+    #[test]
+    fn image_gc_thresholds_default_as_the_kubelets_and_are_validated() {
+        let default = config(&[]).expect("valid");
+        assert_eq!(default.image_gc, ImageGcPolicy::default());
+        assert_eq!(
+            (
+                default.image_gc.high_threshold_percent,
+                default.image_gc.low_threshold_percent
+            ),
+            (85, 80)
+        );
+        let custom = config(&[
+            "--image-gc-high-threshold=90",
+            "--image-gc-low-threshold=50",
+        ])
+        .expect("valid");
+        assert_eq!(custom.image_gc.high_threshold_percent, 90);
+        assert_eq!(custom.image_gc.low_threshold_percent, 50);
+        let err = config(&["--image-gc-high-threshold=70"]).expect_err("low 80 ≥ high 70");
+        assert!(err.contains("must be below the high threshold"), "{err}");
+        let err = config(&["--image-gc-high-threshold=101"]).expect_err("above 100");
+        assert!(err.contains("above 100%"), "{err}");
+    }
+}
