@@ -1,7 +1,9 @@
 //! The agent's CRI runtime against a real containerd (started by the test, with its own
 //! root, state and CNI bridge): a pod sandbox on a CNI address, a busybox container whose
 //! log, exec and stats work, its memory limit in the cgroup, an OOM kill reported as
-//! OOMKilled, a graceful stop, and everything removed afterwards — cgroups included.
+//! OOMKilled, a graceful stop, the image service (status, list with the sandbox image
+//! pinned, the image filesystem, removal), and everything removed afterwards — cgroups
+//! included.
 
 #[path = "support/containerd.rs"]
 mod containerd;
@@ -164,6 +166,49 @@ async fn containerd_runs_pods_through_cri() {
         ..busybox("missing", "true", 0)
     };
     assert!(rt.create_container(&sb, &missing).await.is_err());
+
+    // Images: present ones are found, the sandbox image is pinned, the image
+    // filesystem is reported, and an unused image can be removed.
+    let busybox_image = rt
+        .image_status(containerd::BUSYBOX)
+        .await
+        .expect("image status")
+        .expect("busybox is present");
+    assert!(
+        !busybox_image.pinned && busybox_image.size > 0,
+        "{busybox_image:?}"
+    );
+    assert_eq!(
+        rt.image_status("flotilla.local/nonexistent:1")
+            .await
+            .expect("image status"),
+        None
+    );
+    let images = rt.list_images().await.expect("list images");
+    let pause = images
+        .iter()
+        .find(|i| i.repo_tags.iter().any(|t| t == containerd::PAUSE))
+        .expect("the pause image is listed");
+    assert!(pause.pinned, "the sandbox image is pinned: {pause:?}");
+    let fs = rt
+        .image_fs_usage()
+        .await
+        .expect("image fs")
+        .expect("containerd reports its image filesystem");
+    // (used_bytes is containerd's periodic measurement: 0 until its first.)
+    assert!(fs.mountpoint.starts_with(cd.dir.path()), "{fs:?}");
+    rt.remove_image("flotilla.local/http:1")
+        .await
+        .expect("remove image");
+    assert_eq!(
+        rt.image_status("flotilla.local/http:1")
+            .await
+            .expect("image status"),
+        None
+    );
+    rt.remove_image("flotilla.local/http:1")
+        .await
+        .expect("removing twice is fine");
 
     // Everything goes: containers, sandbox, and the pod's cgroup.
     rt.stop_pod_sandbox(&sb, Duration::from_secs(2))

@@ -165,9 +165,59 @@ impl Containerd {
     }
 }
 
+impl Containerd {
+    /// Kills every container this containerd started and their shims, so that a test
+    /// that failed halfway leaves no process behind (a passing one removed them already).
+    fn kill_leftovers(&self) {
+        let runc_root = self.dir.path().join("runc-root");
+        for ns in std::fs::read_dir(&runc_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let root = ns.path();
+            let Ok(out) = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "-q"])
+                .output()
+            else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        // Shims name the socket of the containerd that started them.
+        let socket = self.socket.display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let is_shim = cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg.starts_with(socket.as_bytes()));
+            if is_shim && pid != std::process::id() as i32 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Drop for Containerd {
-    /// Stops containerd and unmounts what it left under its directory.
+    /// Stops containerd, kills what it left running, and unmounts what it left under its
+    /// directory.
     fn drop(&mut self) {
+        self.kill_leftovers();
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
