@@ -282,17 +282,43 @@ pub async fn run<R: Runtime>(
                 next
             }
         };
-        tokio::select! {
-            changed = pod.changed() => {
-                if changed.is_err() {
-                    // The agent dropped the worker's channel: it is stopping.
-                    return;
+        let due = Instant::now() + next;
+        loop {
+            tokio::select! {
+                changed = pod.changed() => {
+                    if changed.is_err() {
+                        // The agent dropped the worker's channel: it is stopping.
+                        return;
+                    }
+                    // The worker's own status write comes back as a change: it asks for
+                    // nothing new, and syncing on it at once would cut short what the
+                    // status shows (ErrImagePull before ImagePullBackOff), as the kubelet
+                    // does not sync on status either.
+                    let changed = pod.borrow().clone();
+                    if !only_status_differs(last_seen.as_deref(), changed.as_deref()) {
+                        break;
+                    }
                 }
+                _ = tokio::time::sleep_until(due) => break,
+                _ = shutdown.wait_for(|s| *s) => return,
             }
-            _ = tokio::time::sleep(next) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Do `a` and `b` differ in their status (and resourceVersion) alone?
+fn only_status_differs(a: Option<&Pod>, b: Option<&Pod>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    let strip = |p: &Pod| {
+        let mut p = p.clone();
+        p.status = None;
+        p.metadata.resource_version = None;
+        p.metadata.managed_fields = None;
+        p
+    };
+    strip(a) == strip(b)
 }
 
 /// Stops the pod's containers gracefully, removes its sandbox, then deletes the pod from
@@ -741,4 +767,32 @@ fn phase(view: &PodView, policy: &str, init_failed: bool) -> String {
         "Pending"
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_write_alone_is_no_reason_to_sync() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "resourceVersion": "5"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        }))
+        .expect("pod");
+        let mut status_only = pod.clone();
+        status_only.metadata.resource_version = Some("6".into());
+        status_only.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        assert!(only_status_differs(Some(&pod), Some(&status_only)));
+        let mut deleted = status_only.clone();
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert!(!only_status_differs(Some(&pod), Some(&deleted)));
+        assert!(!only_status_differs(None, Some(&pod)));
+        assert!(!only_status_differs(Some(&pod), None));
+    }
 }
