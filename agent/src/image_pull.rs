@@ -28,6 +28,10 @@ pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
 pub const IMAGE_PULL_BACKOFF: &str = "ImagePullBackOff";
 /// See [`ERR_IMAGE_PULL`].
 pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+/// See [`ERR_IMAGE_PULL`].
+pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
+/// See [`ERR_IMAGE_PULL`].
+pub const IMAGE_INSPECT_ERROR: &str = "ImageInspectError";
 
 /// Whether to pull, from the policy and whether the image is present (an unknown policy
 /// counts as IfNotPresent, as the kubelet treats it).
@@ -42,7 +46,8 @@ pub fn should_pull(policy: &str, present: bool) -> bool {
 /// A container that must wait for its image: (reason, message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
-    /// ErrImagePull, ImagePullBackOff, ErrImageNeverPull, or an error of the runtime.
+    /// ErrImagePull, ImagePullBackOff, ErrImageNeverPull, InvalidImageName or
+    /// ImageInspectError.
     pub reason: String,
     /// For people.
     pub message: String,
@@ -243,12 +248,21 @@ where
 {
     let image = c.image.clone().unwrap_or_default();
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    if crate::image_ref::parse(&image).is_none() {
+        let message =
+            format!("Failed to apply default image tag {image:?}: invalid reference format");
+        events.event("Warning", "InspectFailed", &message).await;
+        return Err(Waiting {
+            reason: INVALID_IMAGE_NAME.into(),
+            message,
+        });
+    }
     let present = match runtime.image_status(&image).await {
         Ok(found) => found.is_some(),
         Err(e) => {
             return Err(Waiting {
-                reason: ERR_IMAGE_PULL.into(),
-                message: format!("checking image {image:?}: {e}"),
+                reason: IMAGE_INSPECT_ERROR.into(),
+                message: format!("Failed to inspect image {image:?}: {e}"),
             });
         }
     };
@@ -440,6 +454,13 @@ mod tests {
             "Container image \"r.io/absent:1\" is not present with pull policy of Never"
         );
         assert_eq!(rt.pulls().len(), 2, "Never does not pull");
+
+        let bad = container("r.io/app:", "IfNotPresent");
+        let w = ensure_image(&rt, &b, &events, "uid", &bad, none)
+            .await
+            .expect_err("invalid");
+        assert_eq!(w.reason, INVALID_IMAGE_NAME);
+        assert_eq!(rt.pulls().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
