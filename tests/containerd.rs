@@ -2,8 +2,8 @@
 //! root, state and CNI bridge): a pod sandbox on a CNI address, a busybox container whose
 //! log, exec and stats work, its memory limit in the cgroup, an OOM kill reported as
 //! OOMKilled, a graceful stop, the image service (status, list with the sandbox image
-//! pinned, the image filesystem, removal), and everything removed afterwards — cgroups
-//! included.
+//! pinned, the images containers use, the image filesystem, removal), and everything
+//! removed afterwards — cgroups included.
 
 #[path = "support/containerd.rs"]
 mod containerd;
@@ -183,6 +183,12 @@ async fn containerd_runs_pods_through_cri() {
             .await
             .expect("image status"),
         None
+    );
+    let used = rt.container_images().await.expect("container images");
+    assert!(
+        used.iter()
+            .any(|u| *u == busybox_image.id || u == containerd::BUSYBOX),
+        "the containers' image is in use: {used:?}"
     );
     let images = rt.list_images().await.expect("list images");
     let pause = images

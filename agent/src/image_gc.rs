@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::image_ref;
-use crate::runtime::{ContainerStatus, ImageInfo, Runtime, RuntimeError};
+use crate::runtime::{ImageInfo, Runtime, RuntimeError};
 
 /// Collection starts when the image filesystem is this full (percent).
 pub const DEFAULT_HIGH_THRESHOLD: u8 = 85;
@@ -134,10 +134,8 @@ pub struct ImageRecord {
     pub last_used: Option<Instant>,
 }
 
-/// The ids of the images some container uses: by the id the runtime reports for the
-/// container, else by the name in its config matched against the images' names.
-pub fn images_in_use(images: &[ImageInfo], containers: &[ContainerStatus]) -> HashSet<String> {
-    let ids: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
+/// The ids of the images that `used` (containers' image ids or names) refer to.
+pub fn images_in_use(images: &[ImageInfo], used: &[String]) -> HashSet<String> {
     let mut by_name: HashMap<String, &str> = HashMap::new();
     for i in images {
         for name in i.repo_tags.iter().chain(&i.repo_digests) {
@@ -147,18 +145,14 @@ pub fn images_in_use(images: &[ImageInfo], containers: &[ContainerStatus]) -> Ha
         }
         by_name.insert(i.id.clone(), &i.id);
     }
-    let mut used = HashSet::new();
-    for c in containers {
-        if ids.contains(c.image_id.as_str()) {
-            used.insert(c.image_id.clone());
-            continue;
-        }
-        let name = image_ref::normalize(&c.config.image).unwrap_or_else(|| c.config.image.clone());
-        if let Some(id) = by_name.get(&name).or_else(|| by_name.get(&c.config.image)) {
-            used.insert((*id).to_string());
-        }
-    }
-    used
+    used.iter()
+        .filter_map(|u| {
+            by_name
+                .get(u)
+                .or_else(|| image_ref::normalize(u).and_then(|n| by_name.get(&n)))
+        })
+        .map(|id| (*id).to_string())
+        .collect()
 }
 
 fn repositories(i: &ImageInfo) -> HashSet<String> {
@@ -248,8 +242,8 @@ impl ImageGc {
         now: Instant,
     ) -> Result<(Vec<ImageInfo>, HashSet<String>), RuntimeError> {
         let images = runtime.list_images().await?;
-        let containers = runtime.list_containers(None).await?;
-        let in_use = images_in_use(&images, &containers);
+        let used = runtime.container_images().await?;
+        let in_use = images_in_use(&images, &used);
         let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
         self.records.retain(|id, _| present.contains(id.as_str()));
         for i in &images {
@@ -479,26 +473,13 @@ mod tests {
             image("sha256:b", &["r.io/app:1"], 1),
             image("sha256:c", &["r.io/other:1"], 1),
         ];
-        let container = |image: &str, image_id: &str| ContainerStatus {
-            id: "c".into(),
-            sandbox_id: "s".into(),
-            config: ContainerConfig {
-                image: image.into(),
-                ..Default::default()
-            },
-            state: crate::runtime::ContainerState::Exited,
-            created_at: String::new(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            log_path: Default::default(),
-            image_id: image_id.into(),
-        };
         let used = images_in_use(
             &images,
-            &[container("busybox", ""), container("whatever", "sha256:b")],
+            &[
+                "busybox".to_string(),
+                "sha256:b".to_string(),
+                "r.io/gone:1".to_string(),
+            ],
         );
         assert_eq!(
             used,

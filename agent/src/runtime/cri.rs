@@ -640,6 +640,23 @@ impl Runtime for CriRuntime {
         Ok(images.into_iter().map(|i| self.image_info(i)).collect())
     }
 
+    async fn container_images(&self) -> Result<Vec<String>, RuntimeError> {
+        // No label filter: containers other clients made use images too.
+        let containers = self
+            .runtime
+            .clone()
+            .list_containers(pb::ListContainersRequest { filter: None })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .containers;
+        Ok(containers
+            .into_iter()
+            .flat_map(|c| [c.image_ref, c.image.map(|i| i.image).unwrap_or_default()])
+            .filter(|i| !i.is_empty())
+            .collect())
+    }
+
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
         match self
             .images

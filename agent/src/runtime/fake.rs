@@ -324,6 +324,16 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().images.values().cloned().collect())
     }
 
+    async fn container_images(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .flat_map(|c| [c.image_id.clone(), c.config.image.clone()])
+            .filter(|i| !i.is_empty())
+            .collect())
+    }
+
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
         let mut s = self.lock();
         if let Some(id) = s.image_named(image).map(|i| i.id.clone()) {

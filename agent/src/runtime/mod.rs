@@ -329,6 +329,9 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Every image held.
     fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+    /// The images (ids or names) of every container the runtime holds, running or not,
+    /// whoever made it: garbage collection must keep them all.
+    fn container_images(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     /// Removes an image by id or name (nothing if it is gone already).
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Where images are stored and how much they take; None when the runtime stores none.

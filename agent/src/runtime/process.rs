@@ -537,6 +537,10 @@ impl Runtime for ProcessRuntime {
         Ok(Vec::new())
     }
 
+    async fn container_images(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
     async fn remove_image(&self, _image: &str) -> Result<(), RuntimeError> {
         Ok(())
     }
