@@ -1,7 +1,9 @@
 //! The agent's CRI runtime against a real containerd (started by the test, with its own
 //! root, state and CNI bridge): a pod sandbox on a CNI address, a busybox container whose
 //! log, exec and stats work, its memory limit in the cgroup, an OOM kill reported as
-//! OOMKilled, a graceful stop, and everything removed afterwards — cgroups included.
+//! OOMKilled, a graceful stop, the image service (status, list with the sandbox image
+//! pinned, the images containers use, the image filesystem, removal), and everything
+//! removed afterwards — cgroups included.
 //! Then a whole cluster on it (API server, scheduler, controllers, an agent on the CRI
 //! runtime writing its own CNI conflist): a Deployment of the HTTP image answering on its
 //! pod IPs, limits in the pod's cgroups, CrashLoopBackOff, OOMKilled and graceful
@@ -149,6 +151,14 @@ async fn containerd_runs_pods_through_cri() {
         String::from_utf8_lossy(&out.stdout).trim(),
         (64u64 << 20).to_string()
     );
+    // An exec over its timeout ends as timed out.
+    let slow = rt
+        .exec_sync(&id, &["sleep".into(), "10".into()], Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(slow, Err(agent::runtime::RuntimeError::TimedOut(_))),
+        "{slow:?}"
+    );
     let stats = rt.container_stats(&id).await.expect("stats");
     assert!(stats.memory_working_set_bytes > 0, "{stats:?}");
     assert_eq!(rt.list_containers(Some(&sb)).await.expect("list").len(), 1);
@@ -185,6 +195,55 @@ async fn containerd_runs_pods_through_cri() {
     };
     assert!(rt.create_container(&sb, &missing).await.is_err());
 
+    // Images: present ones are found, the sandbox image is pinned, the image
+    // filesystem is reported, and an unused image can be removed.
+    let busybox_image = rt
+        .image_status(containerd::BUSYBOX)
+        .await
+        .expect("image status")
+        .expect("busybox is present");
+    assert!(
+        !busybox_image.pinned && busybox_image.size > 0,
+        "{busybox_image:?}"
+    );
+    assert_eq!(
+        rt.image_status("flotilla.local/nonexistent:1")
+            .await
+            .expect("image status"),
+        None
+    );
+    let used = rt.container_images().await.expect("container images");
+    assert!(
+        used.iter()
+            .any(|u| *u == busybox_image.id || u == containerd::BUSYBOX),
+        "the containers' image is in use: {used:?}"
+    );
+    let images = rt.list_images().await.expect("list images");
+    let pause = images
+        .iter()
+        .find(|i| i.repo_tags.iter().any(|t| t == containerd::PAUSE))
+        .expect("the pause image is listed");
+    assert!(pause.pinned, "the sandbox image is pinned: {pause:?}");
+    let fs = rt
+        .image_fs_usage()
+        .await
+        .expect("image fs")
+        .expect("containerd reports its image filesystem");
+    // (used_bytes is containerd's periodic measurement: 0 until its first.)
+    assert!(fs.mountpoint.starts_with(cd.dir.path()), "{fs:?}");
+    rt.remove_image("flotilla.local/http:1")
+        .await
+        .expect("remove image");
+    assert_eq!(
+        rt.image_status("flotilla.local/http:1")
+            .await
+            .expect("image status"),
+        None
+    );
+    rt.remove_image("flotilla.local/http:1")
+        .await
+        .expect("removing twice is fine");
+
     // Everything goes: containers, sandbox, and the pod's cgroup.
     rt.stop_pod_sandbox(&sb, Duration::from_secs(2))
         .await
@@ -211,6 +270,8 @@ fn cluster_agent(cd: &Containerd, data: &Path, bridge: &str, cidr: &str) -> Agen
         data_dir: data.to_path_buf(),
         heartbeat_interval: Duration::from_secs(1),
         listen: "127.0.0.1:0".parse().expect("address"),
+        // The test images must stay whatever the disk's fill: collection off.
+        image_gc: agent::image_gc::ImageGcPolicy::with_thresholds(100, 99).expect("policy"),
         pod_network: Some(PodNetwork {
             cidr: PodCidr::parse(cidr).expect("cidr"),
             cni_conf_dir: cd.cni_conf_dir(),
@@ -319,6 +380,7 @@ async fn a_cluster_runs_pods_on_containerd() {
             .await
             .expect("connect"),
     );
+    containerd::remove_link("flottest1");
     let cfg = cluster_agent(&cd, dir.path(), "flottest1", "10.244.251.0/24");
     let (stop_all, stop_rx) = watch::channel(false);
     let mut tasks = vec![
@@ -373,6 +435,7 @@ async fn a_cluster_runs_pods_on_containerd() {
         let client = client.clone();
         async move {
             let list = pods(&client, "app=http").await;
+
             let ready: Vec<Pod> = list
                 .into_iter()
                 .filter(|p| {

@@ -207,6 +207,7 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             log_path: Default::default(),
+            image_id: String::new(),
         }
     }
 

@@ -8,6 +8,9 @@
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports
 //! - [`probe`]: liveness, readiness and startup probes
+//! - [`image_pull`]: images pulled as imagePullPolicy says, with back-off; credentials
+//!   from [`pull_secrets`]; references read by [`image_ref`]
+//! - [`image_gc`]: unused images removed when the image filesystem fills
 //! - [`env`]: a container's environment; [`resources`]: its cgroup limits (and the pod's)
 //! - [`dns`]: a pod's resolv.conf; [`cni`]: the node's pod network for CRI runtimes
 //! - [`cgroup`]: confinement and OOM detection
@@ -26,11 +29,15 @@ pub mod endpoint;
 pub mod env;
 pub mod exec;
 pub mod heartbeat;
+pub mod image_gc;
+pub mod image_pull;
+pub mod image_ref;
 pub mod logs;
 pub mod node;
 pub mod pod_containers;
 pub mod pod_worker;
 pub mod probe;
+pub mod pull_secrets;
 pub mod resources;
 pub mod run;
 pub mod runtime;

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::image_pull::{self, EventSink, PullBackoff};
 use crate::probe::{Kind, Prober};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
@@ -52,6 +53,8 @@ pub struct Context<R> {
     pub log_root: PathBuf,
     /// The node's resolv.conf, read for each new sandbox.
     pub resolv_conf: PathBuf,
+    /// The back-off of failed image pulls.
+    pub pull_backoff: PullBackoff,
 }
 
 impl<R> Context<R> {
@@ -64,6 +67,18 @@ impl<R> Context<R> {
         recorder
             .record(&self.client, pod, type_, reason, message)
             .await;
+    }
+}
+
+/// Events about one pod, for the image puller.
+struct PodEvents<'a, R> {
+    ctx: &'a Context<R>,
+    pod: &'a Pod,
+}
+
+impl<R: Runtime> EventSink for PodEvents<'_, R> {
+    async fn event(&self, type_: &str, reason: &str, message: &str) {
+        self.ctx.event(self.pod, type_, reason, message).await;
     }
 }
 
@@ -80,6 +95,8 @@ struct State {
     last: Option<PodStatus>,
     probes: HashMap<String, ContainerProbes>,
     sandbox: Option<String>,
+    /// The last failure to make the sandbox, reported once as an Event, not every retry.
+    sandbox_error: Option<String>,
 }
 
 /// The probes of one container instance (a new instance starts them afresh).
@@ -269,17 +286,43 @@ pub async fn run<R: Runtime>(
                 next
             }
         };
-        tokio::select! {
-            changed = pod.changed() => {
-                if changed.is_err() {
-                    // The agent dropped the worker's channel: it is stopping.
-                    return;
+        let due = Instant::now() + next;
+        loop {
+            tokio::select! {
+                changed = pod.changed() => {
+                    if changed.is_err() {
+                        // The agent dropped the worker's channel: it is stopping.
+                        return;
+                    }
+                    // The worker's own status write comes back as a change: it asks for
+                    // nothing new, and syncing on it at once would cut short what the
+                    // status shows (ErrImagePull before ImagePullBackOff), as the kubelet
+                    // does not sync on status either.
+                    let changed = pod.borrow().clone();
+                    if !only_status_differs(last_seen.as_deref(), changed.as_deref()) {
+                        break;
+                    }
                 }
+                _ = tokio::time::sleep_until(due) => break,
+                _ = shutdown.wait_for(|s| *s) => return,
             }
-            _ = tokio::time::sleep(next) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Do `a` and `b` differ in their status (and resourceVersion) alone?
+fn only_status_differs(a: Option<&Pod>, b: Option<&Pod>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    let strip = |p: &Pod| {
+        let mut p = p.clone();
+        p.status = None;
+        p.metadata.resource_version = None;
+        p.metadata.managed_fields = None;
+        p
+    };
+    strip(a) == strip(b)
 }
 
 /// Stops the pod's containers gracefully, removes its sandbox, then deletes the pod from
@@ -383,6 +426,22 @@ async fn start<R: Runtime>(
     attempt: u32,
     older: &[ContainerStatus],
 ) -> Result<Step, RuntimeError> {
+    if ctx.runtime.manages_images() {
+        let events = PodEvents { ctx, pod };
+        let credentials = || image_pull::pull_credentials(&ctx.client, pod, &events);
+        if let Err(w) = image_pull::ensure_image(
+            ctx.runtime.as_ref(),
+            &ctx.pull_backoff,
+            &events,
+            &uid_of(pod),
+            c,
+            credentials,
+        )
+        .await
+        {
+            return Ok(Step::Waiting(w.reason, w.message));
+        }
+    }
     let ips = crate::env::Ips {
         host: &ctx.host_ip,
         pod: &sandbox.ip,
@@ -552,25 +611,40 @@ async fn sync<R: Runtime>(
         Some(id) => ctx.runtime.pod_sandbox_status(id).await.ok(),
         None => None,
     };
-    let found = match known {
-        Some(s) => Some(s),
-        None => ctx
-            .runtime
-            .pod_sandboxes(&uid)
-            .await?
-            .into_iter()
-            .find(|s| s.config.uid == uid && s.state == SandboxState::Ready),
-    }
-    .filter(|s| s.config.uid == uid && s.state == SandboxState::Ready);
+    let ready = |s: &SandboxStatus| s.config.uid == uid && s.state == SandboxState::Ready;
+    let (found, stale) = match known.filter(|s| ready(s)) {
+        Some(s) => (Some(s), Vec::new()),
+        None => {
+            let (ready, stale): (Vec<_>, Vec<_>) = ctx
+                .runtime
+                .pod_sandboxes(&uid)
+                .await?
+                .into_iter()
+                .partition(|s| ready(s));
+            (ready.into_iter().next(), stale)
+        }
+    };
     let sandbox = match found {
         Some(s) => s,
         None if already_done => return Ok(RESYNC * 10),
         None => {
+            // A sandbox that stopped, or one a failed RunPodSandbox left behind, holds the
+            // pod's sandbox name: it goes, and the new sandbox is the next attempt.
+            let attempt = stale
+                .iter()
+                .map(|s| s.config.attempt + 1)
+                .max()
+                .unwrap_or(0);
+            for s in &stale {
+                ctx.runtime.stop_pod_sandbox(&s.id, Duration::ZERO).await?;
+                ctx.runtime.remove_pod_sandbox(&s.id).await?;
+                tracing::info!(pod = %pod_label(pod), sandbox = %s.id, "removed a sandbox that is not ready");
+            }
             let cfg = SandboxConfig {
                 name: pod.metadata.name.clone().unwrap_or_default(),
                 namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                 uid: uid.clone(),
-                attempt: 0,
+                attempt,
                 hostname: spec
                     .hostname
                     .clone()
@@ -592,8 +666,20 @@ async fn sync<R: Runtime>(
                 )),
                 resources: crate::resources::pod_resources(&spec),
             };
-            let id = ctx.runtime.run_pod_sandbox(&cfg).await?;
-            tracing::info!(pod = %pod_label(pod), sandbox = %id, "sandbox created");
+            let id = match ctx.runtime.run_pod_sandbox(&cfg).await {
+                Ok(id) => id,
+                Err(e) => {
+                    let message = format!("Failed to create pod sandbox: {e}");
+                    if state.sandbox_error.as_deref() != Some(message.as_str()) {
+                        ctx.event(pod, "Warning", "FailedCreatePodSandBox", &message)
+                            .await;
+                        state.sandbox_error = Some(message);
+                    }
+                    return Err(e);
+                }
+            };
+            state.sandbox_error = None;
+            tracing::info!(pod = %pod_label(pod), sandbox = %id, attempt, "sandbox created");
             ctx.runtime.pod_sandbox_status(&id).await?
         }
     };
@@ -757,4 +843,32 @@ fn phase(view: &PodView, policy: &str, init_failed: bool) -> String {
         "Pending"
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_write_alone_is_no_reason_to_sync() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "resourceVersion": "5"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        }))
+        .expect("pod");
+        let mut status_only = pod.clone();
+        status_only.metadata.resource_version = Some("6".into());
+        status_only.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        assert!(only_status_differs(Some(&pod), Some(&status_only)));
+        let mut deleted = status_only.clone();
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert!(!only_status_differs(Some(&pod), Some(&deleted)));
+        assert!(!only_status_differs(None, Some(&pod)));
+        assert!(!only_status_differs(Some(&pod), None));
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::heartbeat::{self, HeartbeatConfig};
+use crate::image_gc::{self, ImageGcPolicy};
 use crate::node::{HostResources, Registration, host_resources, node_object};
 use crate::pod_worker::{self, Context};
 use crate::runtime::Runtime;
@@ -45,6 +46,8 @@ pub struct AgentConfig {
     /// The node's pod subnet and where its CNI conflist goes (`--pod-cidr`); None leaves
     /// the runtime's network configuration alone.
     pub pod_network: Option<PodNetwork>,
+    /// When unused images are removed.
+    pub image_gc: ImageGcPolicy,
 }
 
 /// The node's pod network: a subnet on a bridge, written as a CNI conflist.
@@ -72,6 +75,7 @@ impl Default for AgentConfig {
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             pod_network: None,
+            image_gc: ImageGcPolicy::default(),
         }
     }
 }
@@ -235,6 +239,7 @@ pub async fn run<R: Runtime>(
         host_ip: cfg.host_ip.clone(),
         log_root: cfg.data_dir.join("pods"),
         resolv_conf: cfg.resolv_conf.clone(),
+        pull_backoff: Default::default(),
     });
     let heartbeat = tokio::spawn(heartbeat::run(
         client.clone(),
@@ -243,6 +248,12 @@ pub async fn run<R: Runtime>(
             interval: cfg.heartbeat_interval,
             data_dir: cfg.data_dir.clone(),
         },
+        shutdown.clone(),
+    ));
+
+    let image_gc = tokio::spawn(image_gc::run(
+        runtime.clone(),
+        cfg.image_gc,
         shutdown.clone(),
     ));
 
@@ -305,6 +316,7 @@ pub async fn run<R: Runtime>(
     }
     let _ = informer_task.await;
     let _ = heartbeat.await;
+    let _ = image_gc.await;
     let _ = endpoint.await;
     let pending: Vec<_> = lock(&tasks).drain(..).collect();
     for t in pending {

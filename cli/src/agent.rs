@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent::image_gc::ImageGcPolicy;
 use agent::node::{parse_labels, parse_reserved, parse_taints};
 use agent::run::AgentConfig;
 use agent::runtime::process::ProcessRuntime;
@@ -107,6 +108,13 @@ pub struct AgentArgs {
     /// Where the agent's endpoint (container logs, called by the API server) listens.
     #[arg(long, default_value = "0.0.0.0:10250")]
     pub listen: std::net::SocketAddr,
+    /// Image garbage collection starts when the image filesystem is this full (percent).
+    #[arg(long, default_value_t = u32::from(agent::image_gc::DEFAULT_HIGH_THRESHOLD))]
+    pub image_gc_high_threshold: u32,
+    /// Image garbage collection frees space until the image filesystem is below this
+    /// (percent; lower than the high threshold).
+    #[arg(long, default_value_t = u32::from(agent::image_gc::DEFAULT_LOW_THRESHOLD))]
+    pub image_gc_low_threshold: u32,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -142,6 +150,11 @@ impl AgentArgs {
                 .map_err(|e| format!("--system-reserved: {e}"))?,
             heartbeat_interval: self.node_lease_renew_interval,
             listen: self.listen,
+            image_gc: ImageGcPolicy::with_thresholds(
+                self.image_gc_high_threshold,
+                self.image_gc_low_threshold,
+            )
+            .map_err(|e| format!("--image-gc-high-threshold / --image-gc-low-threshold: {e}"))?,
             ..Default::default()
         };
         self.network.apply(&mut cfg)?;
@@ -293,5 +306,47 @@ async fn run_with<R: agent::runtime::Runtime>(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<AgentConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .expect("flags parse");
+        cli.agent.to_config()
+    }
+
+    #[test]
+    fn image_gc_thresholds_default_as_the_kubelets_and_are_validated() {
+        let default = config(&[]).expect("valid");
+        assert_eq!(default.image_gc, ImageGcPolicy::default());
+        assert_eq!(
+            (
+                default.image_gc.high_threshold_percent,
+                default.image_gc.low_threshold_percent
+            ),
+            (85, 80)
+        );
+        let custom = config(&[
+            "--image-gc-high-threshold=90",
+            "--image-gc-low-threshold=50",
+        ])
+        .expect("valid");
+        assert_eq!(custom.image_gc.high_threshold_percent, 90);
+        assert_eq!(custom.image_gc.low_threshold_percent, 50);
+        let err = config(&["--image-gc-high-threshold=70"]).expect_err("low 80 ≥ high 70");
+        assert!(err.contains("must be below the high threshold"), "{err}");
+        let err = config(&["--image-gc-high-threshold=101"]).expect_err("above 100");
+        assert!(err.contains("above 100%"), "{err}");
     }
 }

@@ -93,6 +93,9 @@ impl Containerd {
     }
 
     async fn start_with(network: Option<(&str, &str)>) -> Self {
+        if let Some((bridge, _)) = network {
+            remove_link(bridge);
+        }
         let dir = tempfile::Builder::new()
             .prefix("flotilla-containerd")
             .tempdir()
@@ -159,6 +162,15 @@ impl Containerd {
     }
 }
 
+/// Deletes a network link left by an earlier run: a bridge keeps its address after its
+/// pods are gone, and CNI refuses a bridge whose address is not the configured gateway.
+pub fn remove_link(name: &str) {
+    let _ = Command::new("ip")
+        .args(["link", "del", name])
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Builds the test images into target/test-images, once per test process (tests running
 /// at once share the build); the build is reproducible, so every run makes the same ones.
 pub fn images() -> PathBuf {
@@ -205,12 +217,60 @@ impl Containerd {
         })
         .join();
     }
+
+    /// Kills every container this containerd started and their shims, so that a test
+    /// that failed halfway leaves no process behind (a passing one removed them already).
+    fn kill_leftovers(&self) {
+        let runc_root = self.dir.path().join("runc-root");
+        for ns in std::fs::read_dir(&runc_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let root = ns.path();
+            let Ok(out) = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "-q"])
+                .output()
+            else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        // Shims name the socket of the containerd that started them.
+        let socket = self.socket.display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let is_shim = cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg.starts_with(socket.as_bytes()));
+            if is_shim && pid != std::process::id() as i32 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }
 
 impl Drop for Containerd {
-    /// Removes its pods, stops containerd and unmounts what it left under its directory.
+    /// Removes its pods, stops containerd, kills what it left running, and unmounts what
+    /// it left under its directory.
     fn drop(&mut self) {
         self.remove_every_sandbox();
+        self.kill_leftovers();
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

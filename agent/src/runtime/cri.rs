@@ -20,9 +20,10 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{
-    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, Runtime,
-    RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, ImageFsUsage,
+    ImageInfo, RegistryAuth, Runtime, RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
 };
+use crate::image_ref;
 
 /// containerd's usual socket.
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -38,16 +39,24 @@ const POD_UID: &str = "io.kubernetes.pod.uid";
 /// The label marking sandboxes and containers this agent made.
 const MANAGED: &str = "io.flotilla.managed";
 
-/// How long one CRI call may take before the agent gives up on it (image pulls excepted).
+/// How long one CRI call may take before the agent gives up on it (image pulls and execs
+/// excepted: they are bounded by their own timeouts).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an image pull may take: large images on slow links take minutes, and a pull
+/// cut short starts again from its last complete layer anyway.
+const PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A CRI runtime client.
 #[derive(Clone)]
 pub struct CriRuntime {
     runtime: RuntimeServiceClient<Channel>,
+    /// The runtime service on the long-call connection, for ExecSync.
+    long_runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
     version: String,
     cgroup_root: String,
+    /// The runtime's sandbox (pause) image, normalised, when its configuration says.
+    sandbox_image: Option<String>,
 }
 
 fn rpc(e: tonic::Status) -> RuntimeError {
@@ -186,6 +195,49 @@ fn container_config(sandbox_id: &str, cfg: &ContainerConfig) -> pb::ContainerCon
     }
 }
 
+/// A connection to the CRI socket whose calls give up after `timeout`.
+async fn dial(socket: &Path, timeout: Duration) -> Result<Channel, RuntimeError> {
+    let path = socket.to_path_buf();
+    // The URI is never dialled: every connection is the Unix socket.
+    Endpoint::try_from("http://cri.invalid")
+        .map_err(|e| RuntimeError::Io(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            RuntimeError::Io(format!(
+                "cannot reach the CRI socket {}: {e}",
+                socket.display()
+            ))
+        })
+}
+
+/// The sandbox image from the runtime's verbose status (containerd reports its CRI config
+/// there, `sandboxImage` included); None when the runtime does not say.
+async fn sandbox_image(runtime: &mut RuntimeServiceClient<Channel>) -> Option<String> {
+    let status = runtime
+        .status(pb::StatusRequest { verbose: true })
+        .await
+        .ok()?
+        .into_inner();
+    let config: serde_json::Value = serde_json::from_str(status.info.get("config")?).ok()?;
+    image_ref::normalize(config.get("sandboxImage")?.as_str()?)
+}
+
+fn image_spec(image: &str) -> Option<pb::ImageSpec> {
+    Some(pb::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
 fn parse<T: serde::de::DeserializeOwned + Default>(
     annotations: &HashMap<String, String>,
     key: &str,
@@ -200,26 +252,10 @@ impl CriRuntime {
     /// Connects to the CRI endpoint on `socket` and asks its version; pod cgroups go under
     /// `cgroup_root` (e.g. `/flotilla`).
     pub async fn connect(socket: &Path, cgroup_root: &str) -> Result<Self, RuntimeError> {
-        let path = socket.to_path_buf();
-        // The URI is never dialled: every connection is the Unix socket.
-        let channel = Endpoint::try_from("http://cri.invalid")
-            .map_err(|e| RuntimeError::Io(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| {
-                RuntimeError::Io(format!(
-                    "cannot reach the CRI socket {}: {e}",
-                    socket.display()
-                ))
-            })?;
+        let channel = dial(socket, CALL_TIMEOUT).await?;
+        // Pulls and execs get their own connection: they may take far longer than any
+        // other call, and the connection's timeout bounds every call on it.
+        let long_channel = dial(socket, PULL_TIMEOUT).await?;
         let mut runtime = RuntimeServiceClient::new(channel.clone());
         let v = runtime
             .version(pb::VersionRequest {
@@ -228,47 +264,31 @@ impl CriRuntime {
             .await
             .map_err(rpc)?
             .into_inner();
+        let sandbox_image = sandbox_image(&mut runtime).await;
+        tracing::debug!(sandbox_image = ?sandbox_image, "the runtime's sandbox image");
         Ok(CriRuntime {
             runtime,
-            images: ImageServiceClient::new(channel),
+            long_runtime: RuntimeServiceClient::new(long_channel.clone()),
+            images: ImageServiceClient::new(long_channel),
             version: format!("{}://{}", v.runtime_name, v.runtime_version),
             cgroup_root: cgroup_root.trim_end_matches('/').to_string(),
+            sandbox_image,
         })
     }
 
-    /// Pulls `image` unless it is present (imagePullPolicy IfNotPresent).
-    pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        let spec = pb::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        };
-        let present = self
-            .images
-            .clone()
-            .image_status(pb::ImageStatusRequest {
-                image: Some(spec.clone()),
-                verbose: false,
-            })
-            .await
-            .map_err(rpc)?
-            .into_inner()
-            .image
-            .is_some();
-        if !present {
-            tracing::info!(image, "pulling");
-            self.images
-                .clone()
-                .pull_image(pb::PullImageRequest {
-                    image: Some(spec),
-                    auth: None,
-                    sandbox_config: None,
-                })
-                .await
-                .map_err(|e| {
-                    RuntimeError::StartFailed(format!("pulling {image}: {}", e.message()))
-                })?;
+    fn image_info(&self, i: pb::Image) -> ImageInfo {
+        let sandbox = self.sandbox_image.as_deref().is_some_and(|s| {
+            i.repo_tags
+                .iter()
+                .any(|t| image_ref::normalize(t).as_deref() == Some(s))
+        });
+        ImageInfo {
+            id: i.id,
+            repo_tags: i.repo_tags,
+            repo_digests: i.repo_digests,
+            size: i.size,
+            pinned: i.pinned || sandbox,
         }
-        Ok(())
     }
 
     async fn sandbox_status_raw(&self, id: &str) -> Result<pb::PodSandboxStatus, RuntimeError> {
@@ -449,8 +469,9 @@ impl Runtime for CriRuntime {
         sandbox_id: &str,
         cfg: &ContainerConfig,
     ) -> Result<String, RuntimeError> {
+        // The agent pulled the image before, as the pod's imagePullPolicy says:
+        // CreateContainer never pulls.
         let sandbox = self.pod_sandbox_status(sandbox_id).await?;
-        self.ensure_image(&cfg.image).await?;
         let request = pb::CreateContainerRequest {
             pod_sandbox_id: sandbox_id.into(),
             config: Some(container_config(sandbox_id, cfg)),
@@ -551,6 +572,7 @@ impl Runtime for CriRuntime {
             reason: s.reason,
             message: s.message,
             log_path: PathBuf::from(s.log_path),
+            image_id: String::new(),
         })
     }
 
@@ -577,6 +599,8 @@ impl Runtime for CriRuntime {
             match self.container_status(&c.id).await {
                 Ok(mut s) => {
                     s.sandbox_id = c.pod_sandbox_id;
+                    // The list names the image by id; the status by a digest.
+                    s.image_id = c.image_ref;
                     out.push(s);
                 }
                 Err(RuntimeError::NotFound(_)) => {}
@@ -617,7 +641,7 @@ impl Runtime for CriRuntime {
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
         let r = self
-            .runtime
+            .long_runtime
             .clone()
             .exec_sync(pb::ExecSyncRequest {
                 container_id: id.into(),
@@ -625,12 +649,121 @@ impl Runtime for CriRuntime {
                 timeout: i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX),
             })
             .await
-            .map_err(rpc)?
+            .map_err(|e| match e.code() {
+                tonic::Code::DeadlineExceeded => RuntimeError::TimedOut(timeout),
+                _ => rpc(e),
+            })?
             .into_inner();
         Ok(ExecResult {
             exit_code: r.exit_code,
             stdout: r.stdout.to_vec(),
             stderr: r.stderr.to_vec(),
         })
+    }
+
+    fn manages_images(&self) -> bool {
+        true
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        let found = self
+            .images
+            .clone()
+            .image_status(pb::ImageStatusRequest {
+                image: image_spec(image),
+                verbose: false,
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .image;
+        Ok(found.map(|i| self.image_info(i)))
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        // No server_address, as the kubelet sends none: containerd compares it with the
+        // host it resolves the image to (a mirror's, docker.io's registry-1), and drops
+        // the credentials when they differ.
+        let auth = auth.map(|a| pb::AuthConfig {
+            username: a.username.clone(),
+            password: a.password.clone(),
+            ..Default::default()
+        });
+        let pulled = self
+            .images
+            .clone()
+            .pull_image(pb::PullImageRequest {
+                image: image_spec(image),
+                auth,
+                sandbox_config: None,
+            })
+            .await
+            .map_err(|e| RuntimeError::Pull(e.message().to_string()))?;
+        Ok(pulled.into_inner().image_ref)
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let images = self
+            .images
+            .clone()
+            .list_images(pb::ListImagesRequest { filter: None })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .images;
+        Ok(images.into_iter().map(|i| self.image_info(i)).collect())
+    }
+
+    async fn container_images(&self) -> Result<Vec<String>, RuntimeError> {
+        // No label filter: containers other clients made use images too.
+        let containers = self
+            .runtime
+            .clone()
+            .list_containers(pb::ListContainersRequest { filter: None })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .containers;
+        Ok(containers
+            .into_iter()
+            .flat_map(|c| [c.image_ref, c.image.map(|i| i.image).unwrap_or_default()])
+            .filter(|i| !i.is_empty())
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self
+            .images
+            .clone()
+            .remove_image(pb::RemoveImageRequest {
+                image: image_spec(image),
+            })
+            .await
+        {
+            Err(e) if e.code() != tonic::Code::NotFound => Err(rpc(e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn image_fs_usage(&self) -> Result<Option<ImageFsUsage>, RuntimeError> {
+        let info = self
+            .images
+            .clone()
+            .image_fs_info(pb::ImageFsInfoRequest {})
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        Ok(info
+            .image_filesystems
+            .into_iter()
+            .next()
+            .map(|fs| ImageFsUsage {
+                mountpoint: PathBuf::from(fs.fs_id.map(|f| f.mountpoint).unwrap_or_default()),
+                used_bytes: fs.used_bytes.map_or(0, |u| u.value),
+            }))
     }
 }

@@ -1,20 +1,42 @@
 //! A simulated runtime for scale tests (`flotilla hollow-nodes`, like Kubernetes'
 //! kubemark): sandboxes and containers exist only in memory, containers "run" from the
 //! moment they start until they are stopped, and nothing is executed. Never a default.
+//! Unit tests may give it images ([`FakeRuntime::with_images`]): a store of images and a
+//! pretend registry to pull from, with credentials, so the agent's pulls and image garbage
+//! collection can be exercised without a registry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, Runtime,
-    RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, ImageFsUsage,
+    ImageInfo, RegistryAuth, Runtime, RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
 };
+
+/// An image the pretend registry serves: its size and the credentials it asks for.
+#[derive(Debug, Clone)]
+struct Served {
+    size: u64,
+    credentials: Option<(String, String)>,
+}
 
 #[derive(Default)]
 struct State {
     sandboxes: HashMap<String, SandboxStatus>,
     containers: HashMap<String, ContainerStatus>,
+    /// Images held, by id.
+    images: BTreeMap<String, ImageInfo>,
+    registry: HashMap<String, Served>,
+    pulls: Vec<(String, Option<RegistryAuth>)>,
+}
+
+impl State {
+    fn image_named(&self, name: &str) -> Option<&ImageInfo> {
+        self.images
+            .values()
+            .find(|i| i.id == name || i.repo_tags.iter().any(|t| t == name))
+    }
 }
 
 /// The simulated runtime.
@@ -22,6 +44,7 @@ struct State {
 pub struct FakeRuntime {
     state: Mutex<State>,
     ip: String,
+    images: bool,
 }
 
 fn now() -> String {
@@ -34,7 +57,46 @@ impl FakeRuntime {
         FakeRuntime {
             state: Mutex::default(),
             ip: ip.to_string(),
+            images: false,
         }
+    }
+
+    /// The same runtime managing images: containers need them pulled first.
+    pub fn with_images(mut self) -> Self {
+        self.images = true;
+        self
+    }
+
+    /// Makes `name` present, as if pulled before, with its own id; returns the id.
+    pub fn add_image(&self, name: &str, size: u64) -> String {
+        let id = format!("sha256:{}", uuid::Uuid::new_v4().simple());
+        self.lock().images.insert(
+            id.clone(),
+            ImageInfo {
+                id: id.clone(),
+                repo_tags: vec![name.to_string()],
+                repo_digests: Vec::new(),
+                size,
+                pinned: false,
+            },
+        );
+        id
+    }
+
+    /// Lets `name` be pulled, only with `credentials` (user, password) when given.
+    pub fn serve_image(&self, name: &str, size: u64, credentials: Option<(&str, &str)>) {
+        self.lock().registry.insert(
+            name.to_string(),
+            Served {
+                size,
+                credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            },
+        );
+    }
+
+    /// Every pull asked for, in order, with the credentials it carried.
+    pub fn pulls(&self) -> Vec<(String, Option<RegistryAuth>)> {
+        self.lock().pulls.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -117,6 +179,11 @@ impl Runtime for FakeRuntime {
             .get(sandbox_id)
             .map(|sb| sb.config.log_directory.clone())
             .ok_or_else(|| missing("sandbox", sandbox_id))?;
+        let image_id = s.image_named(&cfg.image).map(|i| i.id.clone());
+        if self.images && image_id.is_none() {
+            // As containerd's CreateContainer: it never pulls.
+            return Err(RuntimeError::NotFound(format!("image {}", cfg.image)));
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         s.containers.insert(
             id.clone(),
@@ -132,6 +199,7 @@ impl Runtime for FakeRuntime {
                 reason: String::new(),
                 message: String::new(),
                 log_path: log_dir.join(&cfg.log_path),
+                image_id: image_id.unwrap_or_default(),
             },
         );
         Ok(id)
@@ -205,6 +273,83 @@ impl Runtime for FakeRuntime {
             stdout: Vec::new(),
             stderr: Vec::new(),
         })
+    }
+
+    fn manages_images(&self) -> bool {
+        self.images
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        if !self.images {
+            return Ok(Some(ImageInfo {
+                id: image.to_string(),
+                repo_tags: vec![image.to_string()],
+                ..Default::default()
+            }));
+        }
+        Ok(self.lock().image_named(image).cloned())
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let mut s = self.lock();
+        s.pulls.push((image.to_string(), auth.cloned()));
+        if !self.images {
+            return Ok(image.to_string());
+        }
+        let served = s
+            .registry
+            .get(image)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Pull(format!("{image}: not found")))?;
+        if let Some((user, password)) = &served.credentials {
+            let given = auth.map(|a| (a.username.as_str(), a.password.as_str()));
+            if given != Some((user.as_str(), password.as_str())) {
+                return Err(RuntimeError::Pull(format!(
+                    "pulling {image}: 401 Unauthorized"
+                )));
+            }
+        }
+        if let Some(held) = s.image_named(image) {
+            return Ok(held.id.clone());
+        }
+        drop(s);
+        Ok(self.add_image(image, served.size))
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        Ok(self.lock().images.values().cloned().collect())
+    }
+
+    async fn container_images(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .flat_map(|c| [c.image_id.clone(), c.config.image.clone()])
+            .filter(|i| !i.is_empty())
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        if let Some(id) = s.image_named(image).map(|i| i.id.clone()) {
+            s.images.remove(&id);
+        }
+        Ok(())
+    }
+
+    async fn image_fs_usage(&self) -> Result<Option<ImageFsUsage>, RuntimeError> {
+        if !self.images {
+            return Ok(None);
+        }
+        Ok(Some(ImageFsUsage {
+            mountpoint: std::path::PathBuf::from("/"),
+            used_bytes: self.lock().images.values().map(|i| i.size).sum(),
+        }))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The container runtime interface, shaped like Kubernetes' CRI (RuntimeService): a pod
 //! is a sandbox holding containers; containers are created, started, stopped, removed and
-//! inspected by id; their output goes to CRI-format log files named by the caller. The
-//! process runtime runs host commands in cgroups; the CRI runtime drives containerd.
+//! inspected by id; their output goes to CRI-format log files named by the caller. Images
+//! are pulled, listed and removed through it too (CRI's ImageService). The process runtime
+//! runs host commands in cgroups; the CRI runtime drives containerd.
 
 pub mod cri;
 pub mod fake;
@@ -32,6 +33,9 @@ pub enum RuntimeError {
     /// A command run in a container did not finish in time (and was stopped).
     #[error("the command did not finish within {0:?}")]
     TimedOut(Duration),
+    /// An image could not be pulled (the registry's or the runtime's words).
+    #[error("{0}")]
+    Pull(String),
 }
 
 impl From<crate::shim::ShimError> for RuntimeError {
@@ -206,6 +210,55 @@ pub struct ContainerStatus {
     pub message: String,
     /// The full path of its log file.
     pub log_path: PathBuf,
+    /// The id of the image it was made from, as [`ImageInfo::id`] names it ("" when the
+    /// runtime does not say).
+    #[serde(default)]
+    pub image_id: String,
+}
+
+/// An image the runtime holds (CRI's Image, the parts used here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Its id (for OCI images, the config's digest).
+    pub id: String,
+    /// Names it is known by (`registry/repository:tag`).
+    pub repo_tags: Vec<String>,
+    /// Digests it is known by (`registry/repository@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Bytes it takes.
+    pub size: u64,
+    /// The runtime needs it (the sandbox image): never removed by garbage collection.
+    pub pinned: bool,
+}
+
+/// Credentials for a registry (CRI's AuthConfig).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The user.
+    pub username: String,
+    /// Their password.
+    pub password: String,
+    /// The registry's host (`host[:port]`) these were chosen for (for logs).
+    pub server_address: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("server_address", &self.server_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a runtime keeps its images and how much they take (CRI's ImageFsInfo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFsUsage {
+    /// The directory images are stored under (its filesystem's size comes from statvfs).
+    pub mountpoint: PathBuf,
+    /// Bytes the images take there.
+    pub used_bytes: u64,
 }
 
 /// A container's resource use (CRI's ContainerStats, the parts used here).
@@ -313,4 +366,30 @@ pub trait Runtime: Send + Sync + 'static {
         argv: &[String],
         timeout: Duration,
     ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
+
+    /// Whether containers come from images this runtime pulls and stores. When not, the
+    /// agent neither pulls nor collects images, nor records Pulling / Pulled Events.
+    fn manages_images(&self) -> bool;
+    /// The image `image` names, or None when the runtime does not hold it.
+    fn image_status(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send;
+    /// Pulls `image`, with `auth` when given; returns the pulled image's reference.
+    fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Every image held.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+    /// The images (ids or names) of every container the runtime holds, running or not,
+    /// whoever made it: garbage collection must keep them all.
+    fn container_images(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    /// Removes an image by id or name (nothing if it is gone already).
+    fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Where images are stored and how much they take; None when the runtime stores none.
+    fn image_fs_usage(
+        &self,
+    ) -> impl Future<Output = Result<Option<ImageFsUsage>, RuntimeError>> + Send;
 }
