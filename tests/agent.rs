@@ -8,6 +8,8 @@
 mod api;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/inproc.rs"]
 mod inproc;
 
@@ -268,6 +270,31 @@ async fn a_pod_runs_reports_truthfully_and_is_removed_when_deleted() {
     for cond in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
         assert_eq!(condition(&p, cond).as_deref(), Some("True"), "{cond}");
     }
+    // The agent's /metrics counts the pod and has its container's usage.
+    let port = node
+        .status
+        .as_ref()
+        .and_then(|s| s.daemon_endpoints.as_ref())
+        .and_then(|d| d.kubelet_endpoint.as_ref())
+        .map(|e| e.port as u16)
+        .expect("the agent's port");
+    let metrics = http::get("127.0.0.1", port, "/metrics")
+        .await
+        .expect("the agent's metrics");
+    assert_eq!(
+        http::sample(&metrics, "flotilla_agent_running_pods", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        http::sample(
+            &metrics,
+            "container_memory_working_set_bytes",
+            &["pod=\"web\"", "namespace=\"default\""]
+        )
+        .is_some(),
+        "{metrics}"
+    );
 
     // Deleting waits for the agent: it stops the container, then removes the pod.
     c.delete_pod_and_wait("web").await;

@@ -16,6 +16,8 @@ mod api;
 mod cluster;
 #[path = "support/containerd.rs"]
 mod containerd;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/inproc.rs"]
 mod inproc;
 
@@ -281,34 +283,9 @@ fn cluster_agent(cd: &Containerd, data: &Path, bridge: &str, cidr: &str) -> Agen
     }
 }
 
-/// GET `path` from `ip:8080`; the body, or None while nothing answers.
+/// GET `path` from a pod's port 8080.
 async fn http_get(ip: &str, path: &str) -> Option<String> {
-    http_get_port(ip, 8080, path).await
-}
-
-async fn http_get_port(ip: &str, port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect((ip, port)),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    let status = out.lines().next()?;
-    if !(status.starts_with("HTTP/1.") && status.contains(" 200")) {
-        eprintln!("GET {path} from {ip}: {out}");
-        return None;
-    }
-    Some(out)
+    http::get(ip, 8080, path).await
 }
 
 async fn pods(client: &Client, selector: &str) -> Vec<Pod> {
@@ -520,6 +497,34 @@ async fn a_cluster_runs_pods_on_containerd() {
         before.push((name, cid));
     }
 
+    // The agent's /metrics has each container's cpu and memory, as cAdvisor names them.
+    let port = client
+        .api::<k8s_openapi::api::core::v1::Node>("")
+        .get("worker-1")
+        .await
+        .ok()
+        .and_then(|n| n.status?.daemon_endpoints?.kubelet_endpoint)
+        .map(|e| e.port as u16)
+        .expect("the agent's port");
+    let metrics = http::get("127.0.0.1", port, "/metrics")
+        .await
+        .expect("the agent's metrics");
+    let pod = format!("pod=\"{}\"", before[1].0);
+    let memory = http::sample(
+        &metrics,
+        "container_memory_working_set_bytes",
+        &[&pod, "container=\"http\""],
+    );
+    assert!(memory.is_some_and(|m| m > 0.0), "{metrics}");
+    assert!(
+        http::sample(&metrics, "container_cpu_usage_seconds_total", &[&pod]).is_some(),
+        "{metrics}"
+    );
+    assert!(
+        http::sample(&metrics, "flotilla_agent_running_pods", &[]).is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+
     // A hostPort reaches the pod through the node's own address (CNI portmap).
     let api = h.client().await;
     let host_port = std::net::TcpListener::bind("0.0.0.0:0")
@@ -546,7 +551,7 @@ async fn a_cluster_runs_pods_on_containerd() {
         .to_string();
     inproc::wait_until(Duration::from_secs(60), "the hostPort answers", || {
         let node_ip = node_ip.clone();
-        async move { http_get_port(&node_ip, host_port, "/").await }
+        async move { http::get(&node_ip, host_port, "/").await }
     })
     .await;
 

@@ -218,11 +218,33 @@ pub async fn run<R: Runtime>(
         let service = flotilla_proto::agent::agent_server::AgentServer::new(
             crate::endpoint::AgentEndpoint::new(runtime.clone(), client.clone(), shutdown.clone()),
         );
+        // Prometheus scrapes /metrics over plain HTTP on the same port, beside the gRPC
+        // endpoint, as it does the kubelet's.
+        let metrics = {
+            let (runtime, node) = (runtime.clone(), cfg.node_name.clone());
+            axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let (runtime, node) = (runtime.clone(), node.clone());
+                    async move {
+                        crate::metrics::render(runtime.as_ref(), &node)
+                            .await
+                            .map_err(|e| {
+                                (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                            })
+                    }
+                }),
+            )
+        };
+        let routes = tonic::service::Routes::new(service)
+            .into_axum_router()
+            .merge(metrics);
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let served = tonic::transport::Server::builder()
-                .add_service(service)
+                .accept_http1(true)
+                .add_routes(tonic::service::Routes::from(routes))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
