@@ -24,34 +24,17 @@ mod inproc;
 mod server_process;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use agent::runtime::cri::CriRuntime;
 use agent::runtime::{ContainerConfig, Runtime, SandboxConfig};
 use api::rref;
 use containerd::Containerd;
 use serde_json::json;
-use server_process::{ServerProcess, hist, knob, ms};
+use server_process::{Proc, ServerProcess, hist, knob, ms, now_us};
 
 const SENT_AT: &str = "bench.flotilla.io/sent-at-us";
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Sandbox + create + start through CRI alone, `n` times in a row.
 async fn raw_cri(cd: &Containerd, n: usize, results: &mut Vec<String>) {

@@ -11,6 +11,28 @@ use hdrhistogram::Histogram;
 use super::api::Client;
 use super::inproc;
 
+/// Microseconds since the epoch: the time a benchmark stamps on what it sends, so that a
+/// watcher can tell how long it took to come back.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A child process, stopped with SIGTERM (and waited for) when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
 /// A knob read from the environment, or its default.
 pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
