@@ -6,7 +6,8 @@
 # Writes one OCI image-layout archive per image into OUT_DIR (default images/out):
 #   busybox.tar  flotilla.local/busybox:1.36  busybox-static + applet links, Cmd ["sh"]
 #   pause.tar    flotilla.local/pause:3.10    static C /pause (the sandbox image)
-#   http.tar     flotilla.local/http:1        busybox httpd on :8080 serving /www (and
+#   http.tar     flotilla.local/http:1        busybox httpd on :8080 serving /www, logging
+#                                             each request (and
 #                                             /cgi-bin/hostname), under a PID 1 shell
 #                                             that passes SIGTERM on
 # plus OUT_DIR/images.txt: "<archive> <image ref> <manifest digest>" per line.
@@ -211,7 +212,7 @@ mkdir -p "$LAYOUT_HTTP/blobs/sha256"
 cp "$LAYOUT_BB/blobs/sha256/${BB_LAYER_DIGEST#sha256:}" "$LAYOUT_HTTP/blobs/sha256/"
 add_layer "$LAYOUT_HTTP" "$H"
 write_image http "$REF_HTTP" \
-	"\"Env\":[\"$PATH_ENV\"],\"Entrypoint\":[\"/entrypoint\"],\"Cmd\":[\"httpd\",\"-f\",\"-p\",\"8080\",\"-h\",\"/www\"],\"WorkingDir\":\"/\",\"ExposedPorts\":{\"8080/tcp\":{}},\"Labels\":{\"org.opencontainers.image.title\":\"http\"}" \
+	"\"Env\":[\"$PATH_ENV\"],\"Entrypoint\":[\"/entrypoint\"],\"Cmd\":[\"httpd\",\"-f\",\"-vv\",\"-p\",\"8080\",\"-h\",\"/www\"],\"WorkingDir\":\"/\",\"ExposedPorts\":{\"8080/tcp\":{}},\"Labels\":{\"org.opencontainers.image.title\":\"http\"}" \
 	"$(layer_desc "$BB_LAYER_DIGEST" "$BB_LAYER_SIZE"),$(layer_desc "$L_DIGEST" "$L_SIZE")" \
 	"\"$BB_LAYER_DIFFID\",\"$L_DIFFID\"" \
 	"busybox httpd on :8080 serving /www"

@@ -494,6 +494,24 @@ async fn a_cluster_runs_pods_on_containerd() {
         ))
         .expect("the pod's cpu cgroup");
         assert_eq!(quota.trim(), "20000");
+        // httpd logs each request: the log, through the API server, has ours.
+        let log = inproc::wait_until(Duration::from_secs(10), "the request is logged", || {
+            let (client, name) = (client.clone(), name.clone());
+            async move {
+                let mut stream = client
+                    .logs("default", &name, &Default::default())
+                    .await
+                    .ok()?;
+                let mut log = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    log.extend(chunk.ok()?);
+                }
+                let log = String::from_utf8_lossy(&log).into_owned();
+                log.contains("url:/cgi-bin/hostname").then_some(log)
+            }
+        })
+        .await;
+        assert!(!log.is_empty());
         before.push((name, cid));
     }
 
