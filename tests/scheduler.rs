@@ -350,6 +350,7 @@ impl SchedulerProcess {
                 "--leader-elect-lease-duration=2s",
                 "--leader-elect-renew-deadline=1500ms",
                 "--leader-elect-retry-period=200ms",
+                "--metrics-bind-address=127.0.0.1:0",
                 "--log-level=warn",
             ])
             .stdout(std::process::Stdio::null())

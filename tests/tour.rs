@@ -8,6 +8,8 @@
 mod api;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/inproc.rs"]
 mod inproc;
 #[path = "support/server_process.rs"]
@@ -104,6 +106,21 @@ async fn the_five_minute_tour() {
         "configmap/web-config created\ndeployment.apps/web created\nservice/web created\n"
     );
     let out = t.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    // The in-process scheduler's metrics come with the API server's.
+    let metrics = http::get("127.0.0.1", server.addr.port(), "/metrics")
+        .await
+        .expect("the server's metrics");
+    assert!(
+        http::sample(
+            &metrics,
+            "scheduler_schedule_attempts_total",
+            &["result=\"scheduled\""]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    assert!(metrics.contains("apiserver_request_total"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "one exposition");
     assert!(
         out.ends_with("deployment \"web\" successfully rolled out\n"),
         "{out}"

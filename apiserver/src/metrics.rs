@@ -25,7 +25,16 @@ pub struct Metrics {
     watchers: Family<Labels, Gauge>,
     /// Store round trips by operation (shared with the store client).
     pub store_seconds: Arc<crate::storage::etcd::LatencyFamily>,
+    /// Components running in this process (the in-process scheduler), whose metrics are
+    /// served here after the server's own.
+    sources: std::sync::Mutex<Vec<Source>>,
 }
+
+/// A component's metrics in Prometheus' text format.
+pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The OpenMetrics end-of-exposition line, which only the whole page may end with.
+const EOF: &str = "# EOF\n";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -63,6 +72,7 @@ impl Default for Metrics {
             request_seconds,
             watchers,
             store_seconds,
+            sources: Default::default(),
         }
     }
 }
@@ -92,12 +102,34 @@ impl Metrics {
             .set(n as i64);
     }
 
-    /// The text exposition.
+    /// Serves `source`'s metrics here too.
+    pub fn add_source(&self, source: Source) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
+    /// The text exposition: the server's metrics, then its in-process components'.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if sources.is_empty() {
+            return out;
+        }
+        let mut page = out.strip_suffix(EOF).unwrap_or(&out).to_string();
+        for source in sources {
+            let text = source();
+            page.push_str(text.strip_suffix(EOF).unwrap_or(&text));
+        }
+        page.push_str(EOF);
+        page
     }
 }

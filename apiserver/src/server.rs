@@ -128,6 +128,8 @@ pub struct Server {
     pub pki: Option<Pki>,
     /// The API (for in-process components).
     pub api: Arc<Api>,
+    /// Its metrics, to which in-process components add theirs.
+    pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     embedded: Option<Member>,
@@ -328,7 +330,7 @@ impl Server {
             tls.map(|t| t.config),
             service,
             api.clone(),
-            metrics,
+            metrics.clone(),
             shutdown_rx,
         )?);
         tracing::info!(%addr, url = %server_url, kubeconfig = %kubeconfig.display(), "API server listening");
@@ -339,6 +341,7 @@ impl Server {
             local_url,
             pki,
             api,
+            metrics,
             shutdown,
             tasks,
             embedded,

@@ -120,6 +120,38 @@ impl NodeLifecycleArgs {
     }
 }
 
+/// Serves `/metrics` (what `render` says) and `/healthz` over plain HTTP on `addr` until
+/// `shutdown` flips: the standalone components' endpoint for Prometheus.
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--metrics-bind-address {addr}: {e}"))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let render = render.clone();
+                async move { render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics");
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

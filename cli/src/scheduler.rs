@@ -49,6 +49,9 @@ pub struct SchedulerArgs {
     /// Leader-election timings.
     #[command(flatten)]
     pub leader_election: LeaderElectArgs,
+    /// Where `/metrics` and `/healthz` are served (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:10251")]
+    pub metrics_bind_address: std::net::SocketAddr,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -75,10 +78,19 @@ pub async fn run(args: SchedulerArgs, shutdown: impl Future<Output = ()>) -> Res
     let config = SchedulerConfig {
         configuration,
         leader_election: args.leader_elect.then(|| (identity(), timing)),
+        metrics: Default::default(),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = config.metrics.clone();
+    let endpoint = crate::component::serve_metrics(
+        args.metrics_bind_address,
+        move || metrics.render(),
+        stop_rx.clone(),
+    )
+    .await?;
     let task = tokio::spawn(scheduler::run(client, config, stop_rx));
     shutdown.await;
     stop.send_replace(true);
+    let _ = endpoint.await;
     task.await.map_err(|e| e.to_string())
 }

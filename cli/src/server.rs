@@ -289,7 +289,13 @@ pub async fn run_control_plane(
                 format!("{}-{}", hostname(), server.addr),
                 Default::default(),
             )),
+            metrics: Default::default(),
         };
+        // Served on the API server's /metrics, after its own.
+        let metrics = config.metrics.clone();
+        server
+            .metrics
+            .add_source(std::sync::Arc::new(move || metrics.render()));
         tasks.push(tokio::spawn(scheduler::run(
             client,
             config,

@@ -8,11 +8,13 @@
 //! - [`resources`]: a pod's requests and a node's allocatable resources
 //! - [`plugins`]: one module per plugin
 //! - [`queue`]: the scheduling queue (active, back-off, unschedulable)
+//! - [`metrics`]: Prometheus metrics (attempts, bindings, the queue)
 //! - [`run`]: the loop (informers, cache with assumed pods, background binding, Events)
 //! - [`profile`]: filters, weighted scores, and the explanation when nothing fits
 
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod node_info;
 pub mod plugins;
 pub mod pod_info;

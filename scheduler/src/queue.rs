@@ -188,6 +188,20 @@ impl SchedulingQueue {
         self.wake.notify_waiters();
     }
 
+    /// Pods waiting in each part of the queue (active, backoff, unschedulable).
+    pub fn pending_by_place(&self) -> [(&'static str, usize); 3] {
+        let mut n = [0usize; 3];
+        for (_, i) in self.lock().pods.iter() {
+            match i.where_ {
+                Place::Active => n[0] += 1,
+                Place::Backoff(_) => n[1] += 1,
+                Place::Unschedulable(_) => n[2] += 1,
+                Place::InFlight => {}
+            }
+        }
+        [("active", n[0]), ("backoff", n[1]), ("unschedulable", n[2])]
+    }
+
     /// Pods waiting anywhere in the queue.
     pub fn len(&self) -> usize {
         self.lock()

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Cache, Snapshot};
 use crate::config::Configuration;
+use crate::metrics::{Attempt, Metrics};
 use crate::plugins::PodInfo;
 use crate::profile::{FitError, Profile};
 use crate::queue::SchedulingQueue;
@@ -41,6 +42,8 @@ pub struct SchedulerConfig {
     /// this identity and timing, so that of several schedulers only one acts; None
     /// schedules unconditionally.
     pub leader_election: Option<(String, LeaderConfig)>,
+    /// Where the scheduler counts what it does (shared with whoever serves `/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl SchedulerConfig {
@@ -173,7 +176,16 @@ async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::R
         }
         lock(&cache).update_snapshot(&mut snapshot);
         let info = PodInfo::new(pod.clone());
-        match profile.schedule(&info, snapshot.nodes()) {
+        let started = std::time::Instant::now();
+        let decided = profile.schedule(&info, snapshot.nodes());
+        let result = if decided.is_ok() {
+            Attempt::Scheduled
+        } else {
+            Attempt::Unschedulable
+        };
+        cfg.metrics.attempt(result, started.elapsed());
+        cfg.metrics.set_pending(queue.pending_by_place());
+        match decided {
             Ok(node) => {
                 // Reserve: the node counts the pod from now on.
                 lock(&cache).assume(&k, info, &node);
@@ -181,8 +193,10 @@ async fn run_scheduling(client: Client, cfg: SchedulerConfig, shutdown: watch::R
                     break;
                 };
                 let (client, queue, cache) = (client.clone(), queue.clone(), cache.clone());
+                let metrics = cfg.metrics.clone();
                 tokio::spawn(async move {
-                    bind(client, queue, cache, k, pod, node).await;
+                    let bound = bind(client, queue, cache, k, pod, node).await;
+                    metrics.bind(bound);
                     drop(permit);
                 });
             }
@@ -207,7 +221,7 @@ async fn bind(
     key: String,
     pod: Arc<Pod>,
     node: String,
-) {
+) -> bool {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -217,6 +231,7 @@ async fn bind(
             // The assumption stays until the informer shows the pod bound, so the node is
             // never counted without it.
             queue.done(&key);
+            true
         }
         Err(e) => {
             tracing::warn!(pod = %key, node = %node, error = %e, "binding failed; retrying after back-off");
@@ -226,6 +241,7 @@ async fn bind(
             } else {
                 queue.backoff(&key);
             }
+            false
         }
     }
 }
