@@ -6,6 +6,8 @@
 mod api;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/inproc.rs"]
 mod inproc;
 
@@ -380,10 +382,16 @@ async fn flotilla_controller_runs_the_controllers_as_its_own_process() {
     let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
     let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
     let client = h.admin_client();
+    // A port free a moment ago: the process binds it itself.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .arg("controller")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
         .args(["--log-level", "warn"])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -410,6 +418,19 @@ async fn flotilla_controller_runs_the_controllers_as_its_own_process() {
             .as_str()
             .is_some_and(|h| h.ends_with(&format!("-{}", process.id()))),
         "{lease}"
+    );
+    // Its /metrics counts the ReplicaSet controller's syncs.
+    let metrics = http::get("127.0.0.1", metrics_port, "/metrics")
+        .await
+        .expect("the controller manager's metrics");
+    assert!(
+        http::sample(
+            &metrics,
+            "controller_syncs_total",
+            &["controller=\"replicaset\"", "result=\"success\""]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
     );
     let _ = process.kill();
     let _ = process.wait();

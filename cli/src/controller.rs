@@ -24,6 +24,9 @@ pub struct ControllerArgs {
     /// Node health and taint-based eviction.
     #[command(flatten)]
     pub node_lifecycle: NodeLifecycleArgs,
+    /// Where `/metrics` and `/healthz` are served (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:10252")]
+    pub metrics_bind_address: std::net::SocketAddr,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -37,6 +40,12 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> Re
     };
     let client = connect(args.kubeconfig.as_deref(), args.context.as_deref())?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let endpoint = crate::component::serve_metrics(
+        args.metrics_bind_address,
+        controller::metrics::render,
+        stop_rx.clone(),
+    )
+    .await?;
     let task = tokio::spawn(controller::manager::run(
         client,
         identity(),
@@ -45,5 +54,6 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> Re
     ));
     shutdown.await;
     stop.send_replace(true);
+    let _ = endpoint.await;
     task.await.map_err(|e| e.to_string())
 }

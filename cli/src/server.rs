@@ -306,6 +306,9 @@ pub async fn run_control_plane(
     if let Some(config) = controllers {
         let client = flotilla_client::Client::new(&resolved)
             .map_err(|e| ControlPlaneError::Client(e.to_string()))?;
+        server
+            .metrics
+            .add_source(std::sync::Arc::new(controller::metrics::render));
         tasks.push(tokio::spawn(controller::manager::run(
             client,
             format!("{}-{}", hostname(), server.addr),

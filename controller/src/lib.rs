@@ -14,12 +14,14 @@
 //!   cause over- or under-shooting
 //! - [`workers`]: the worker loop over the work queue, tasks that stop together
 //! - [`selector`]: label selectors as Kubernetes evaluates them
+//! - [`metrics`]: syncs and work queue depths, for Prometheus
 
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod manager;
+pub mod metrics;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod selector;

@@ -37,7 +37,16 @@ pub fn spawn<T, C>(
         let (queue, ctl) = (queue.clone(), ctl.clone());
         tasks.spawn(async move {
             while let Some(key) = queue.get().await {
-                match sync(&ctl, &key).await {
+                crate::metrics::queue_depth(controller, queue.len());
+                let started = std::time::Instant::now();
+                let synced = sync(&ctl, &key).await;
+                let result = match &synced {
+                    Ok(_) => "success",
+                    Err(e) if e.is_conflict() => "conflict",
+                    Err(_) => "error",
+                };
+                crate::metrics::sync(controller, result, started.elapsed());
+                match synced {
                     Ok(after) => {
                         queue.forget(&key);
                         if let Some(after) = after {
