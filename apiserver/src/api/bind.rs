@@ -43,26 +43,46 @@ impl Api {
         }
         let conflict = |why: String| ApiError::conflict("pods/binding", "", name, &why);
         let key = at.key(name);
+        // The first try starts from the watch cache's copy, as Kubernetes' guaranteed
+        // update does: the write is conditional on that copy's revision, so a stale copy
+        // costs one failed write and the retries read the store. The scheduler binds
+        // pods the cache has just shown it, so the store read it saves is one per pod.
+        let mut cached = self
+            .cache(&at.info)
+            .ok()
+            .and_then(|c| c.get(&key))
+            .and_then(|o| Some((serde_json::from_slice::<Value>(&o.json).ok()?, o.revision)));
         for _ in 0..MAX_RETRIES {
-            let (current, mod_rev) = self.current(&at, name).await?;
+            let from_cache = cached.is_some();
+            let (current, mod_rev) = match cached.take() {
+                Some(c) => c,
+                None => self.current(&at, name).await?,
+            };
             let uid = current["metadata"]["uid"].as_str().unwrap_or_default();
-            if !pod_uid.is_empty() && pod_uid != uid {
-                return Err(conflict(format!(
+            let refusal = if !pod_uid.is_empty() && pod_uid != uid {
+                Some(format!(
                     "Precondition failed: UID in precondition: {pod_uid}, UID in object meta: {uid}"
-                )));
-            }
-            if let Some(bound) = current["spec"]["nodeName"]
+                ))
+            } else if let Some(bound) = current["spec"]["nodeName"]
                 .as_str()
                 .filter(|n| !n.is_empty())
             {
-                return Err(conflict(format!(
+                Some(format!(
                     "pod {name} is already assigned to node \"{bound}\""
-                )));
-            }
-            if !current["metadata"]["deletionTimestamp"].is_null() {
-                return Err(conflict(format!(
+                ))
+            } else if !current["metadata"]["deletionTimestamp"].is_null() {
+                Some(format!(
                     "pod {name} is being deleted, cannot be assigned to a host"
-                )));
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                // Refusals are decided on the store's copy alone: the cache may be behind.
+                if from_cache {
+                    continue;
+                }
+                return Err(conflict(why));
             }
             let mut pod = current.clone();
             bind_pod(&mut pod, node);
