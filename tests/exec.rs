@@ -9,6 +9,8 @@
 mod api;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/inproc.rs"]
 mod inproc;
 
@@ -350,7 +352,9 @@ async fn commands_run_in_containers_and_their_output_and_exit_codes_come_back() 
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
     // Execs are counted like every request.
-    let metrics = http_get(c.h.addr(), "/metrics").await;
+    let metrics = http::get("127.0.0.1", c.h.addr().port(), "/metrics")
+        .await
+        .expect("the server's metrics");
     for code in ["200", "400", "401", "404"] {
         let series = format!("verb=\"create\",resource=\"pods/exec\",code=\"{code}\"");
         assert!(
@@ -456,17 +460,4 @@ async fn flotctl_exec_prints_the_output_and_exits_with_the_commands_code() {
     }
 
     c.shutdown().await;
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }

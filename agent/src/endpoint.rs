@@ -19,15 +19,20 @@ pub const PROXY_SECRET: (&str, &str) = ("kube-system", "flotilla-agent-proxy");
 /// Checks that a caller presents the API server's token.
 pub struct ProxyAuth {
     client: Client,
-    token: Mutex<Option<String>>,
+    /// The token last read, and when.
+    token: Mutex<(Option<String>, Option<std::time::Instant>)>,
 }
+
+/// The least time between two reads of the Secret: a wrong token must not let any caller
+/// make the agent read the API once per call.
+const REREAD_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ProxyAuth {
     /// Checks callers against the proxy Secret, read through `client`.
     pub fn new(client: Client) -> Self {
         ProxyAuth {
             client,
-            token: Mutex::new(None),
+            token: Mutex::new((None, None)),
         }
     }
 
@@ -40,9 +45,12 @@ impl ProxyAuth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string)
             .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
-        let cached = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (cached, read_at) = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if cached.as_deref() == Some(presented.as_str()) {
             return Ok(());
+        }
+        if read_at.is_some_and(|t| t.elapsed() < REREAD_AFTER) {
+            return Err(Status::unauthenticated("the token is not the API server's"));
         }
         // The Secret may be new or rotated: read it again.
         let secret = self
@@ -55,7 +63,8 @@ impl ProxyAuth {
             d.get("token")
                 .map(|t| String::from_utf8_lossy(&t.0).to_string())
         });
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = current.clone();
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) =
+            (current.clone(), Some(std::time::Instant::now()));
         if current.as_deref() == Some(presented.as_str()) {
             Ok(())
         } else {

@@ -11,15 +11,18 @@ pub async fn of_pod<R: Runtime>(
     name: &str,
     uid: &str,
 ) -> Result<Vec<ContainerStatus>, RuntimeError> {
-    let sandboxes = runtime.list_pod_sandboxes().await?;
+    let sandboxes = if uid.is_empty() {
+        runtime
+            .list_pod_sandboxes()
+            .await?
+            .into_iter()
+            .filter(|s| s.config.namespace == namespace && s.config.name == name)
+            .collect()
+    } else {
+        runtime.pod_sandboxes(uid).await?
+    };
     let mut containers = Vec::new();
-    for s in sandboxes.iter().filter(|s| {
-        if uid.is_empty() {
-            s.config.namespace == namespace && s.config.name == name
-        } else {
-            s.config.uid == uid
-        }
-    }) {
+    for s in &sandboxes {
         containers.extend(runtime.list_containers(Some(&s.id)).await?);
     }
     Ok(containers)

@@ -55,6 +55,8 @@ pub struct Context<R> {
     pub resolv_conf: PathBuf,
     /// The back-off of failed image pulls.
     pub pull_backoff: PullBackoff,
+    /// The scheme of container IDs in statuses (`containerd`, `process`).
+    pub runtime_scheme: String,
 }
 
 impl<R> Context<R> {
@@ -74,12 +76,36 @@ impl<R> Context<R> {
 struct PodEvents<'a, R> {
     ctx: &'a Context<R>,
     pod: &'a Pod,
+    /// The waiting message the pod's status shows for the container already.
+    shown: Option<String>,
 }
 
 impl<R: Runtime> EventSink for PodEvents<'_, R> {
     async fn event(&self, type_: &str, reason: &str, message: &str) {
+        // A container that cannot start is looked at every second; what its status says
+        // already was told once, when it first said so.
+        if type_ == "Warning" && self.shown.as_deref() == Some(message) {
+            return;
+        }
         self.ctx.event(self.pod, type_, reason, message).await;
     }
+}
+
+/// The waiting message the pod's status shows for container `name`.
+fn waiting_message(pod: &Pod, name: &str) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .find(|c| c.name == name)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .message
+        .clone()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -315,14 +341,13 @@ fn only_status_differs(a: Option<&Pod>, b: Option<&Pod>) -> bool {
     let (Some(a), Some(b)) = (a, b) else {
         return false;
     };
-    let strip = |p: &Pod| {
-        let mut p = p.clone();
-        p.status = None;
-        p.metadata.resource_version = None;
-        p.metadata.managed_fields = None;
-        p
+    let meta = |p: &Pod| {
+        let mut m = p.metadata.clone();
+        m.resource_version = None;
+        m.managed_fields = None;
+        m
     };
-    strip(a) == strip(b)
+    a.spec == b.spec && meta(a) == meta(b)
 }
 
 /// Stops the pod's containers gracefully, removes its sandbox, then deletes the pod from
@@ -353,7 +378,7 @@ async fn tear_down<R: Runtime>(ctx: &Context<R>, pod: &Pod, grace: Duration) -> 
         .pod_sandboxes(&uid)
         .await
         .map_err(|e| e.to_string())?;
-    for s in sandboxes.iter().filter(|s| s.config.uid == uid) {
+    for s in &sandboxes {
         ctx.runtime
             .stop_pod_sandbox(&s.id, grace)
             .await
@@ -427,7 +452,11 @@ async fn start<R: Runtime>(
     older: &[ContainerStatus],
 ) -> Result<Step, RuntimeError> {
     if ctx.runtime.manages_images() {
-        let events = PodEvents { ctx, pod };
+        let events = PodEvents {
+            ctx,
+            pod,
+            shown: waiting_message(pod, &c.name),
+        };
         let credentials = || image_pull::pull_credentials(&ctx.client, pod, &events);
         if let Err(w) = image_pull::ensure_image(
             ctx.runtime.as_ref(),
@@ -689,7 +718,7 @@ async fn sync<R: Runtime>(
     let mut view = PodView {
         pod_ip: Some(sandbox.ip.clone()),
         host_ip: ctx.host_ip.clone(),
-        runtime: runtime_scheme(&ctx.runtime.version()),
+        runtime: ctx.runtime_scheme.clone(),
         initialized: true,
         ..Default::default()
     };
@@ -799,7 +828,7 @@ fn port_mappings(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<crate::runti
 }
 
 /// The scheme of container IDs: the runtime's name in its version string.
-fn runtime_scheme(version: &str) -> String {
+pub fn runtime_scheme(version: &str) -> String {
     version.split("://").next().unwrap_or_default().to_string()
 }
 

@@ -262,6 +262,7 @@ pub async fn run<R: Runtime>(
         log_root: cfg.data_dir.join("pods"),
         resolv_conf: cfg.resolv_conf.clone(),
         pull_backoff: Default::default(),
+        runtime_scheme: pod_worker::runtime_scheme(&runtime.version()),
     });
     let heartbeat = tokio::spawn(heartbeat::run(
         client.clone(),

@@ -23,18 +23,14 @@ mod inproc;
 #[path = "../support/server_process.rs"]
 mod server_process;
 
-use std::collections::HashSet;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::runtime::cri::CriRuntime;
 use agent::runtime::{ContainerConfig, Runtime, SandboxConfig};
-use api::rref;
 use containerd::Containerd;
 use serde_json::json;
-use server_process::{Proc, ServerProcess, hist, knob, ms, now_us};
-
-const SENT_AT: &str = "bench.flotilla.io/sent-at-us";
+use server_process::{Proc, ServerProcess, delete_pods, hist, knob, ms, start_pods};
 
 /// Sandbox + create + start through CRI alone, `n` times in a row.
 async fn raw_cri(cd: &Containerd, n: usize, results: &mut Vec<String>) {
@@ -118,51 +114,9 @@ async fn pod_startup(cd: &Containerd, pods: usize, results: &mut Vec<String>) {
     })
     .await;
 
-    let mut watch = c
-        .watch_from_now(rref("v1", "pods", "default", ""), "status.phase=Running")
-        .await;
-    let follower = tokio::spawn(async move {
-        let mut seen = HashSet::new();
-        let mut latency = hist();
-        while seen.len() < pods {
-            let Ok(Some(ev)) = watch.next(Duration::from_secs(120)).await else {
-                break;
-            };
-            if ev.object["status"]["phase"] != "Running" {
-                continue;
-            }
-            let name = ev.object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if seen.insert(name) {
-                let sent: u64 = ev.object["metadata"]["annotations"][SENT_AT]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let _ = latency.record(now_us().saturating_sub(sent).max(1));
-            }
-        }
-        (seen.len(), latency)
-    });
-    let mut tasks = Vec::new();
-    for w in 0..8 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..pods).step_by(8) {
-                let p = json!({
-                    "metadata": {"name": format!("p-{i}"), "annotations": {SENT_AT: now_us().to_string()}},
-                    "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "pause", "image": containerd::PAUSE,
-                        "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}]}
-                });
-                c.create("v1", "pods", "default", &p).await.expect("pod");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("creator");
-    }
-    let (running, latency) = follower.await.expect("follower");
+    let spec = json!({"terminationGracePeriodSeconds": 2, "containers": [{"name": "pause", "image": containerd::PAUSE,
+        "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}]});
+    let (running, latency) = start_pods(&c, pods, 8, &spec).await;
     println!(
         "pod start-up on containerd, {pods} pods at once: {running} running, p50 {:.0} ms, p99 {:.0} ms",
         ms(&latency, 0.5),
@@ -174,26 +128,7 @@ async fn pod_startup(cd: &Containerd, pods: usize, results: &mut Vec<String>) {
     assert_eq!(running, pods, "every pod runs");
 
     // The agent stops every sandbox before the pods go.
-    for i in 0..pods {
-        let _ = c
-            .delete(rref("v1", "pods", "default", &format!("p-{i}")), None)
-            .await;
-    }
-    inproc::wait_until(
-        Duration::from_secs(120),
-        "every pod is stopped and removed",
-        || {
-            let c = c.clone();
-            async move {
-                c.list("v1", "pods", "default")
-                    .await
-                    .ok()
-                    .filter(|p| p.items.is_empty())
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
+    delete_pods(&c, pods).await;
     server.stop();
 }
 

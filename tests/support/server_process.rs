@@ -33,6 +33,95 @@ impl Drop for Proc {
     }
 }
 
+/// The annotation a benchmark stamps a pod's create time on (µs since the epoch).
+pub const SENT_AT: &str = "bench.flotilla.io/sent-at-us";
+
+/// Creates pods `p-0` … `p-{pods-1}` in `default` with `spec`, from `clients` concurrent
+/// creators, each stamped with the moment its create is sent; returns how many a watch
+/// saw Running and each one's latency from its create to that moment.
+pub async fn start_pods(
+    c: &Client,
+    pods: usize,
+    clients: usize,
+    spec: &serde_json::Value,
+) -> (usize, Histogram<u64>) {
+    let mut watch = c
+        .watch_from_now(
+            super::api::rref("v1", "pods", "default", ""),
+            "status.phase=Running",
+        )
+        .await;
+    let follower = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let mut latency = hist();
+        while seen.len() < pods {
+            let Ok(Some(ev)) = watch.next(Duration::from_secs(120)).await else {
+                break;
+            };
+            if ev.object["status"]["phase"] != "Running" {
+                continue;
+            }
+            let name = ev.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if seen.insert(name) {
+                let sent: u64 = ev.object["metadata"]["annotations"][SENT_AT]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let _ = latency.record(now_us().saturating_sub(sent).max(1));
+            }
+        }
+        (seen.len(), latency)
+    });
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let (c, spec) = (c.clone(), spec.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..pods).step_by(clients) {
+                let p = serde_json::json!({
+                    "metadata": {"name": format!("p-{i}"), "annotations": {SENT_AT: now_us().to_string()}},
+                    "spec": spec,
+                });
+                c.create("v1", "pods", "default", &p).await.expect("pod");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("creator");
+    }
+    follower.await.expect("follower")
+}
+
+/// Deletes the pods [`start_pods`] made and waits until their agent has stopped them and
+/// they are gone.
+pub async fn delete_pods(c: &Client, pods: usize) {
+    for i in 0..pods {
+        let _ = c
+            .delete(
+                super::api::rref("v1", "pods", "default", &format!("p-{i}")),
+                None,
+            )
+            .await;
+    }
+    inproc::wait_until(
+        Duration::from_secs(120),
+        "every pod is stopped and removed",
+        || {
+            let c = c.clone();
+            async move {
+                c.list("v1", "pods", "default")
+                    .await
+                    .ok()
+                    .filter(|p| p.items.is_empty())
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
 /// A knob read from the environment, or its default.
 pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {

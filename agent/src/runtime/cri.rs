@@ -53,6 +53,8 @@ pub struct CriRuntime {
     /// The runtime service on the long-call connection, for ExecSync.
     long_runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    /// The image service on the long-call connection, for PullImage.
+    pull_images: ImageServiceClient<Channel>,
     version: String,
     cgroup_root: String,
     /// The runtime's sandbox (pause) image, normalised, when its configuration says.
@@ -269,7 +271,8 @@ impl CriRuntime {
         Ok(CriRuntime {
             runtime,
             long_runtime: RuntimeServiceClient::new(long_channel.clone()),
-            images: ImageServiceClient::new(long_channel),
+            images: ImageServiceClient::new(channel),
+            pull_images: ImageServiceClient::new(long_channel),
             version: format!("{}://{}", v.runtime_name, v.runtime_version),
             cgroup_root: cgroup_root.trim_end_matches('/').to_string(),
             sandbox_image,
@@ -694,7 +697,7 @@ impl Runtime for CriRuntime {
             ..Default::default()
         });
         let pulled = self
-            .images
+            .pull_images
             .clone()
             .pull_image(pb::PullImageRequest {
                 image: image_spec(image),
@@ -757,13 +760,13 @@ impl Runtime for CriRuntime {
             .await
             .map_err(rpc)?
             .into_inner();
-        Ok(info
-            .image_filesystems
-            .into_iter()
-            .next()
-            .map(|fs| ImageFsUsage {
-                mountpoint: PathBuf::from(fs.fs_id.map(|f| f.mountpoint).unwrap_or_default()),
+        // A filesystem the runtime does not locate cannot be measured: none, not "".
+        Ok(info.image_filesystems.into_iter().find_map(|fs| {
+            let mountpoint = fs.fs_id.map(|f| f.mountpoint).filter(|m| !m.is_empty())?;
+            Some(ImageFsUsage {
+                mountpoint: PathBuf::from(mountpoint),
                 used_bytes: fs.used_bytes.map_or(0, |u| u.value),
-            }))
+            })
+        }))
     }
 }

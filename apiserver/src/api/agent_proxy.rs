@@ -74,10 +74,12 @@ pub fn agent_error(s: &tonic::Status) -> ApiError {
 }
 
 impl Api {
-    /// The token agents accept from this server, created on first use.
+    /// The token agents accept from this server, created on first use. Read from the
+    /// watch cache (resourceVersion 0): every logs and exec call asks, and a rotated
+    /// Secret reaches the cache within a watch event.
     pub async fn agent_proxy_token(&self) -> Result<String, ApiError> {
         let r = object("v1", "secrets", PROXY_SECRET.0, PROXY_SECRET.1);
-        match self.get(&r, "").await {
+        match self.get(&r, "0").await {
             Ok(s) => {
                 return token_of(&s)
                     .ok_or_else(|| ApiError::internal("the agent proxy Secret has no token"));
@@ -111,7 +113,8 @@ impl Api {
 
     /// A connection to the agent of node `node_name`.
     pub async fn agent_of(&self, node_name: &str) -> Result<AgentClient<Channel>, ApiError> {
-        let node = self.get(&object("v1", "nodes", "", node_name), "").await?;
+        // The node's address and port from the watch cache, as for the token.
+        let node = self.get(&object("v1", "nodes", "", node_name), "0").await?;
         let url = agent_url(&node)?;
         let unreachable = |e: String| {
             ApiError::unavailable(format!("the agent of node {node_name} at {url}: {e}"))
