@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 
+use crate::plugins::node_readiness::implied_taint;
 use crate::pod_info::{HostPort, PodInfo};
 use crate::resources::{Resources, node_allocatable};
 
@@ -30,6 +31,12 @@ pub struct NodeInfo {
     pub owners: HashMap<String, u32>,
     /// Its zone label, if any.
     pub zone: Option<String>,
+    /// Whether it is cordoned (spec.unschedulable).
+    pub cordoned: bool,
+    /// Its taints.
+    pub taints: Vec<Taint>,
+    /// The taint its Ready condition implies while it is not ready.
+    pub readiness_taint: Option<Taint>,
 }
 
 impl NodeInfo {
@@ -46,6 +53,9 @@ impl NodeInfo {
             used_ports: HashMap::new(),
             owners: HashMap::new(),
             zone: None,
+            cordoned: false,
+            taints: Vec::new(),
+            readiness_taint: None,
             node: node.clone(),
         };
         info.set_node(node);
@@ -53,8 +63,23 @@ impl NodeInfo {
     }
 
     /// Replaces the node object (labels, taints, allocatable may change), keeping the pods.
+    ///
+    /// What the filters read of every node is copied here: a pass over thousands of
+    /// nodes per pod would otherwise chase each Node object's pointers through cold
+    /// memory, which cost more than all the filtering itself.
     pub fn set_node(&mut self, node: Arc<Node>) {
         self.allocatable = node_allocatable(&node);
+        self.cordoned = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        self.taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        self.readiness_taint = implied_taint(&node);
         self.zone = ZONE_LABELS
             .iter()
             .find_map(|l| labels(&node).get(*l))
@@ -106,11 +131,7 @@ impl NodeInfo {
 
     /// The node's taints.
     pub fn taints(&self) -> &[Taint] {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or_default()
+        &self.taints
     }
 }
 

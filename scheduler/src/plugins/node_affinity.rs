@@ -48,15 +48,17 @@ impl FilterPlugin for NodeAffinity {
     }
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let labels = node.labels();
         let Some(spec) = pod.pod.spec.as_ref() else {
             return Status::Success;
         };
+        // The node's labels are read only when the pod asks about them: most pods do not,
+        // and reading them touches every node's object.
+        let labels = || node.labels();
         let selector_ok = spec
             .node_selector
             .iter()
             .flatten()
-            .all(|(k, v)| labels.get(k) == Some(v));
+            .all(|(k, v)| labels().get(k) == Some(v));
         let required = spec
             .affinity
             .as_ref()
@@ -68,7 +70,7 @@ impl FilterPlugin for NodeAffinity {
         let affinity_ok = required.is_none_or(|r| {
             r.node_selector_terms
                 .iter()
-                .any(|t| term_matches(t, labels))
+                .any(|t| term_matches(t, labels()))
         });
         if selector_ok && affinity_ok {
             Status::Success
@@ -86,7 +88,6 @@ impl ScorePlugin for NodeAffinity {
     /// The sum of the weights of the preferred terms the node matches (then normalised so
     /// the best node scores 100).
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let labels = node.labels();
         pod.pod
             .spec
             .as_ref()
@@ -98,7 +99,7 @@ impl ScorePlugin for NodeAffinity {
             })
             .into_iter()
             .flatten()
-            .filter(|p| term_matches(&p.preference, labels))
+            .filter(|p| term_matches(&p.preference, node.labels()))
             .map(|p| i64::from(p.weight))
             .sum()
     }

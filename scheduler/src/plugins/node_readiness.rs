@@ -3,7 +3,7 @@
 //! as if the node lifecycle controller had already tainted it: that taint lags the
 //! condition by a monitor period, and a pod placed in between would sit on a dead node.
 
-use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::api::core::v1::{Node, Taint};
 
 use super::taint_toleration::{tolerates, untolerated_reason};
 use super::{FilterPlugin, NodeInfo, PodInfo, Status};
@@ -18,9 +18,8 @@ pub struct NodeReadiness;
 
 /// The taint a node's Ready condition implies, if it is not ready. A node with no Ready
 /// condition yet counts as ready: nothing says otherwise.
-pub fn implied_taint(node: &NodeInfo) -> Option<Taint> {
+pub fn implied_taint(node: &Node) -> Option<Taint> {
     let ready = node
-        .node
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -43,7 +42,7 @@ impl FilterPlugin for NodeReadiness {
     }
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let Some(taint) = implied_taint(node) else {
+        let Some(taint) = &node.readiness_taint else {
             return Status::Success;
         };
         // Once the controller has tainted the node, TaintToleration reports it.
@@ -56,10 +55,10 @@ impl FilterPlugin for NodeReadiness {
             .as_ref()
             .and_then(|s| s.tolerations.as_deref())
             .unwrap_or_default();
-        if tolerations.iter().any(|t| tolerates(t, &taint)) {
+        if tolerations.iter().any(|t| tolerates(t, taint)) {
             Status::Success
         } else {
-            Status::UnschedulableAndUnresolvable(vec![untolerated_reason(&taint)])
+            Status::UnschedulableAndUnresolvable(vec![untolerated_reason(taint)])
         }
     }
 }

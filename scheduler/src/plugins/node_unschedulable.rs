@@ -38,13 +38,7 @@ impl FilterPlugin for NodeUnschedulable {
     }
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let cordoned = node
-            .node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
-        if cordoned && !tolerates_cordon(&pod.pod) {
+        if node.cordoned && !tolerates_cordon(&pod.pod) {
             Status::UnschedulableAndUnresolvable(vec![REASON.into()])
         } else {
             Status::Success
