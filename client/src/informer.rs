@@ -228,16 +228,46 @@ where
     }
 
     /// Adds an index.
-    pub fn with_index(self, name: &'static str, f: IndexFn<K>) -> Self {
-        self.write().indexers.push((name, f));
+    pub fn with_index(mut self, name: &'static str, f: IndexFn<K>) -> Self {
+        self.add_index(name, f);
         self
     }
 
     /// Adds a change handler (called in order, on the informer's task: keep it quick, e.g.
     /// put a key on a work queue).
     pub fn on_change(mut self, handler: impl Fn(&Change<K>) + Send + Sync + 'static) -> Self {
+        self.add_handler(handler);
+        self
+    }
+
+    /// Adds an index before the informer runs; a name already indexed is kept as it is
+    /// (several users of a shared informer may each ask for it).
+    pub fn add_index(&mut self, name: &'static str, f: IndexFn<K>) -> &mut Self {
+        let mut inner = self.write();
+        if !inner.indexers.iter().any(|(n, _)| *n == name) {
+            inner.indexers.push((name, f));
+        }
+        drop(inner);
+        self
+    }
+
+    /// Adds a change handler before the informer runs (see [`Informer::on_change`]).
+    pub fn add_handler(
+        &mut self,
+        handler: impl Fn(&Change<K>) + Send + Sync + 'static,
+    ) -> &mut Self {
         self.handlers.push(Box::new(handler));
         self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn handler_count(&self) -> usize {
+        self.handlers.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index_names(&self) -> Vec<&'static str> {
+        self.write().indexers.iter().map(|(n, _)| *n).collect()
     }
 
     /// A read handle on the cache.

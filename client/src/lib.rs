@@ -8,6 +8,7 @@
 //! - `tls`: https servers (CA, client certificate, insecure-skip-tls-verify)
 //! - [`events`]: recording Events about objects
 //! - [`informer`]: list + watch into a local cache with indexes and change handlers
+//! - [`shared_informers`]: one informer per kind shared by the controllers of a process
 //! - [`leader`]: leader election on a coordination.k8s.io Lease
 //! - [`workqueue`]: a de-duplicating, rate-limited work queue for controllers
 
@@ -17,6 +18,7 @@ pub mod events;
 pub mod informer;
 pub mod kubeconfig;
 pub mod leader;
+pub mod shared_informers;
 pub mod taints;
 mod tls;
 pub mod workqueue;
@@ -29,4 +31,5 @@ pub use error::{ClientError, TlsConfigError};
 pub use informer::{Change, Informer, Store};
 pub use kubeconfig::{Kubeconfig, PemSource, Resolved};
 pub use leader::{LeaderConfig, LeaderElector};
+pub use shared_informers::SharedInformers;
 pub use workqueue::WorkQueue;

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_client::informer::{by_namespace, key_of};
-use flotilla_client::{Change, Client, DeleteParams, Informer, ListParams, Store, WorkQueue};
+use flotilla_client::informer::key_of;
+use flotilla_client::{Change, Client, DeleteParams, SharedInformers, Store, WorkQueue};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
 };
@@ -170,24 +170,29 @@ pub fn subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
         .collect()
 }
 
-/// Runs the controller until `shutdown` flips.
-pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+/// Registers the controller on the shared informers; the future it returns runs the
+/// controller once they have started, until `shutdown` flips.
+pub fn start(
+    client: Client,
+    informers: &mut SharedInformers,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<> {
     let queue = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
-    let services_informer = {
+    let services = {
         let q = queue.clone();
-        Informer::new(client.api::<Service>(""), ListParams::default())
-            .with_index("namespace", by_namespace)
-            .on_change(move |c| {
+        informers
+            .informer::<Service>()
+            .add_handler(move |c| {
                 let (Change::Added(s) | Change::Updated { new: s, .. } | Change::Deleted(s)) = c;
                 q.add(key_of(&s.metadata));
             })
+            .store()
     };
-    let services = services_informer.store();
-    let pods_informer = {
+    let pods = {
         let (q, services) = (queue.clone(), services.clone());
-        Informer::new(client.api::<Pod>(""), ListParams::default())
-            .with_index("namespace", by_namespace)
-            .on_change(move |c| {
+        informers
+            .informer::<Pod>()
+            .add_handler(move |c| {
                 let enqueue = |p: &Pod| {
                     let ns = p.metadata.namespace.clone().unwrap_or_default();
                     for svc in services.by_index("namespace", &ns) {
@@ -206,35 +211,36 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                     }
                 }
             })
+            .store()
     };
-    let pods = pods_informer.store();
-    let endpoints_informer = {
+    let endpoints = {
         let q = queue.clone();
         // An Endpoints changed or deleted by someone else is put back.
-        Informer::new(client.api::<Endpoints>(""), ListParams::default()).on_change(move |c| {
-            if let Change::Updated { new: e, .. } | Change::Deleted(e) = c {
-                q.add(key_of(&e.metadata));
-            }
-        })
+        informers
+            .informer::<Endpoints>()
+            .add_handler(move |c| {
+                if let Change::Updated { new: e, .. } | Change::Deleted(e) = c {
+                    q.add(key_of(&e.metadata));
+                }
+            })
+            .store()
     };
-    let endpoints = endpoints_informer.store();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(services_informer.run(shutdown.clone()));
-    tasks.spawn(pods_informer.run(shutdown.clone()));
-    tasks.spawn(endpoints_informer.run(shutdown.clone()));
-    services.wait_until_ready().await;
-    pods.wait_until_ready().await;
-    endpoints.wait_until_ready().await;
-    let ctl = Arc::new(Controller {
-        client,
-        services,
-        pods,
-        endpoints,
-    });
-    workers::spawn(&mut tasks, WORKERS, "endpoints", &queue, &ctl, |c, k| {
-        Box::pin(c.sync(k))
-    });
-    workers::run_until(tasks, &queue, shutdown).await;
+    async move {
+        let mut tasks = JoinSet::new();
+        services.wait_until_ready().await;
+        pods.wait_until_ready().await;
+        endpoints.wait_until_ready().await;
+        let ctl = Arc::new(Controller {
+            client,
+            services,
+            pods,
+            endpoints,
+        });
+        workers::spawn(&mut tasks, WORKERS, "endpoints", &queue, &ctl, |c, k| {
+            Box::pin(c.sync(k))
+        });
+        workers::run_until(tasks, &queue, shutdown).await;
+    }
 }
 
 impl Controller {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use flotilla_client::informer::{by_owner, key_of};
 use flotilla_client::{
-    Change, Client, ClientError, DeleteParams, Informer, ListParams, Patch, Store, WorkQueue,
+    Change, Client, ClientError, DeleteParams, ListParams, Patch, SharedInformers, Store, WorkQueue,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -78,28 +78,35 @@ fn has_owners(meta: &ObjectMeta) -> bool {
         .is_some_and(|o| !o.is_empty())
 }
 
-/// Runs until `shutdown` flips.
-pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+/// Registers the controller on the shared informers; the future it returns runs the
+/// controller once they have started, until `shutdown` flips.
+pub fn start(
+    client: Client,
+    informers: &mut SharedInformers,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<> {
     let queue: Arc<WorkQueue<Item>> =
         WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
-    let pods_informer = {
+    let pods = {
         let q = queue.clone();
-        Informer::new(client.api::<Pod>(""), ListParams::default())
-            .with_index("owner", by_owner)
-            .on_change(move |c| {
+        informers
+            .informer::<Pod>()
+            .add_index("owner", by_owner)
+            .add_handler(move |c| {
                 if let Change::Added(p) | Change::Updated { new: p, .. } = c
                     && has_owners(&p.metadata)
                 {
                     q.add(Item::Dependent("pods", key_of(&p.metadata)));
                 }
             })
+            .store()
     };
-    let pods = pods_informer.store();
-    let sets_informer = {
+    let sets = {
         let (q, pods) = (queue.clone(), pods.clone());
-        Informer::new(client.api::<ReplicaSet>(""), ListParams::default())
-            .with_index("owner", by_owner)
-            .on_change(move |c| match c {
+        informers
+            .informer::<ReplicaSet>()
+            .add_index("owner", by_owner)
+            .add_handler(move |c| match c {
                 Change::Added(rs) | Change::Updated { new: rs, .. } => {
                     if has_owners(&rs.metadata) {
                         q.add(Item::Dependent("replicasets", key_of(&rs.metadata)));
@@ -116,12 +123,13 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                     }
                 }
             })
+            .store()
     };
-    let sets = sets_informer.store();
-    let deployments_informer = {
+    {
         let (q, sets) = (queue.clone(), sets.clone());
-        Informer::new(client.api::<Deployment>(""), ListParams::default()).on_change(move |c| {
-            match c {
+        informers
+            .informer::<Deployment>()
+            .add_handler(move |c| match c {
                 Change::Deleted(d) => {
                     let uid = d.metadata.uid.clone().unwrap_or_default();
                     for rs in sets.by_index("owner", &uid) {
@@ -133,32 +141,32 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                         q.add(Item::Owner("deployments", key_of(&d.metadata)));
                     }
                 }
-            }
-        })
-    };
-    let mut tasks = JoinSet::new();
-    tasks.spawn(pods_informer.run(shutdown.clone()));
-    tasks.spawn(sets_informer.run(shutdown.clone()));
-    tasks.spawn(deployments_informer.run(shutdown.clone()));
-    let gc = Arc::new(Collector { client, pods, sets });
-    gc.pods.wait_until_ready().await;
-    gc.sets.wait_until_ready().await;
-    workers::spawn(
-        &mut tasks,
-        1,
-        "garbage-collector",
-        &queue,
-        &gc,
-        |c, item| {
-            Box::pin(async move {
-                match item {
-                    Item::Dependent(resource, key) => c.collect(resource, key).await.map(|()| None),
-                    Item::Owner(resource, key) => c.finalize(resource, key).await,
-                }
             })
-        },
-    );
-    workers::run_until(tasks, &queue, shutdown).await;
+    };
+    async move {
+        let mut tasks = JoinSet::new();
+        let gc = Arc::new(Collector { client, pods, sets });
+        gc.pods.wait_until_ready().await;
+        gc.sets.wait_until_ready().await;
+        workers::spawn(
+            &mut tasks,
+            1,
+            "garbage-collector",
+            &queue,
+            &gc,
+            |c, item| {
+                Box::pin(async move {
+                    match item {
+                        Item::Dependent(resource, key) => {
+                            c.collect(resource, key).await.map(|()| None)
+                        }
+                        Item::Owner(resource, key) => c.finalize(resource, key).await,
+                    }
+                })
+            },
+        );
+        workers::run_until(tasks, &queue, shutdown).await;
+    }
 }
 
 impl Collector {

@@ -2,7 +2,7 @@
 //! `kube-system/flotilla-controller-manager`, so that of several managers only one acts;
 //! losing the Lease stops them (the next leader starts from the cluster's state).
 
-use flotilla_client::{Client, LeaderConfig, LeaderElector};
+use flotilla_client::{Client, LeaderConfig, LeaderElector, SharedInformers};
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
@@ -40,11 +40,25 @@ pub async fn run(
     .run_while_leading(shutdown, |stop| async move {
         // A JoinSet, so that this future being dropped stops every controller.
         let mut controllers = tokio::task::JoinSet::new();
-        controllers.spawn(crate::replicaset::run(client.clone(), stop.clone()));
-        controllers.spawn(crate::deployment::run(client.clone(), stop.clone()));
-        controllers.spawn(crate::endpoints::run(client.clone(), stop.clone()));
-        controllers.spawn(crate::garbage_collector::run(client.clone(), stop.clone()));
-        controllers.spawn(crate::node_lifecycle::run(client, node_lifecycle, stop));
+        // The controllers share one informer per kind: each Pod is watched, decoded and
+        // cached once for all of them.
+        let mut informers = SharedInformers::new(client.clone());
+        let i = &mut informers;
+        controllers.spawn(crate::replicaset::start(client.clone(), i, stop.clone()));
+        controllers.spawn(crate::deployment::start(client.clone(), i, stop.clone()));
+        controllers.spawn(crate::endpoints::start(client.clone(), i, stop.clone()));
+        controllers.spawn(crate::garbage_collector::start(
+            client.clone(),
+            i,
+            stop.clone(),
+        ));
+        controllers.spawn(crate::node_lifecycle::start(
+            client,
+            node_lifecycle,
+            i,
+            stop.clone(),
+        ));
+        informers.spawn(&mut controllers, &stop);
         while controllers.join_next().await.is_some() {}
     })
     .await;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::events::Recorder;
-use flotilla_client::informer::{by_namespace, key_of};
+use flotilla_client::informer::key_of;
 use flotilla_client::{
-    Change, Client, ClientError, DeleteParams, Informer, ListParams, Patch, Store, WorkQueue,
+    Change, Client, ClientError, DeleteParams, Patch, SharedInformers, Store, WorkQueue,
 };
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::Pod;
@@ -143,25 +143,30 @@ fn rank(p: &Pod) -> (u8, u8, u8, i32, std::cmp::Reverse<jiff::Timestamp>) {
     )
 }
 
-/// Runs the controller until `shutdown` flips.
-pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+/// Registers the controller on the shared informers; the future it returns runs the
+/// controller once they have started, until `shutdown` flips.
+pub fn start(
+    client: Client,
+    informers: &mut SharedInformers,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<> {
     let queue = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
     let expectations = Arc::new(Expectations::default());
-    let sets_informer = {
+    let sets = {
         let q = queue.clone();
-        Informer::new(client.api::<ReplicaSet>(""), ListParams::default())
-            .with_index("namespace", by_namespace)
-            .on_change(move |c| {
+        informers
+            .informer::<ReplicaSet>()
+            .add_handler(move |c| {
                 let (Change::Added(rs) | Change::Updated { new: rs, .. } | Change::Deleted(rs)) = c;
                 q.add(key_of(&rs.metadata));
             })
+            .store()
     };
-    let sets = sets_informer.store();
-    let pods_informer = {
+    let pods = {
         let (q, e, sets) = (queue.clone(), expectations.clone(), sets.clone());
-        Informer::new(client.api::<Pod>(""), ListParams::default())
-            .with_index("namespace", by_namespace)
-            .on_change(move |c| {
+        informers
+            .informer::<Pod>()
+            .add_handler(move |c| {
                 let enqueue_matching = |p: &Pod| {
                     // An orphan may be adopted by any ReplicaSet of its namespace that
                     // selects it.
@@ -211,23 +216,23 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                     }
                 }
             })
+            .store()
     };
-    let pods = pods_informer.store();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(sets_informer.run(shutdown.clone()));
-    tasks.spawn(pods_informer.run(shutdown.clone()));
-    sets.wait_until_ready().await;
-    pods.wait_until_ready().await;
-    let ctl = Arc::new(Controller {
-        client,
-        sets,
-        pods,
-        expectations,
-    });
-    workers::spawn(&mut tasks, WORKERS, "replicaset", &queue, &ctl, |c, k| {
-        Box::pin(c.sync(k))
-    });
-    workers::run_until(tasks, &queue, shutdown).await;
+    async move {
+        let mut tasks = JoinSet::new();
+        sets.wait_until_ready().await;
+        pods.wait_until_ready().await;
+        let ctl = Arc::new(Controller {
+            client,
+            sets,
+            pods,
+            expectations,
+        });
+        workers::spawn(&mut tasks, WORKERS, "replicaset", &queue, &ctl, |c, k| {
+            Box::pin(c.sync(k))
+        });
+        workers::run_until(tasks, &queue, shutdown).await;
+    }
 }
 
 impl Controller {

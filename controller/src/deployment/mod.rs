@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::events::Recorder;
-use flotilla_client::informer::{by_namespace, by_owner, key_of};
-use flotilla_client::{Change, Client, Informer, ListParams, Store, WorkQueue};
+use flotilla_client::informer::{by_owner, key_of};
+use flotilla_client::{Change, Client, SharedInformers, Store, WorkQueue};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -71,24 +71,29 @@ fn controller_key(meta: &ObjectMeta, kind: &str) -> Option<String> {
     })
 }
 
-/// Runs the controller until `shutdown` flips.
-pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
+/// Registers the controller on the shared informers; the future it returns runs the
+/// controller once they have started, until `shutdown` flips.
+pub fn start(
+    client: Client,
+    informers: &mut SharedInformers,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<> {
     let queue = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
-    let deployments_informer = {
+    let deployments = {
         let q = queue.clone();
-        Informer::new(client.api::<Deployment>(""), ListParams::default())
-            .with_index("namespace", by_namespace)
-            .on_change(move |c| {
+        informers
+            .informer::<Deployment>()
+            .add_handler(move |c| {
                 let (Change::Added(d) | Change::Updated { new: d, .. } | Change::Deleted(d)) = c;
                 q.add(key_of(&d.metadata));
             })
+            .store()
     };
-    let deployments = deployments_informer.store();
-    let sets_informer = {
+    let sets = {
         let (q, deployments) = (queue.clone(), deployments.clone());
-        Informer::new(client.api::<ReplicaSet>(""), ListParams::default())
-            .with_index("namespace", by_namespace)
-            .on_change(move |c| {
+        informers
+            .informer::<ReplicaSet>()
+            .add_handler(move |c| {
                 let enqueue = |rs: &ReplicaSet| match controller_key(&rs.metadata, "Deployment") {
                     Some(k) => q.add(k),
                     None => {
@@ -114,13 +119,14 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                     }
                 }
             })
+            .store()
     };
-    let sets = sets_informer.store();
-    let pods_informer = {
+    let pods = {
         let (q, sets, deployments) = (queue.clone(), sets.clone(), deployments.clone());
-        Informer::new(client.api::<Pod>(""), ListParams::default())
-            .with_index("owner", by_owner)
-            .on_change(move |c| {
+        informers
+            .informer::<Pod>()
+            .add_index("owner", by_owner)
+            .add_handler(move |c| {
                 // Recreate waits for the old pods to be gone: their going moves it on.
                 if let Change::Deleted(p) = c
                     && let Some(rs) =
@@ -131,23 +137,22 @@ pub async fn run(client: Client, shutdown: watch::Receiver<bool>) {
                     q.add(dk);
                 }
             })
+            .store()
     };
-    let pods = pods_informer.store();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(deployments_informer.run(shutdown.clone()));
-    tasks.spawn(sets_informer.run(shutdown.clone()));
-    tasks.spawn(pods_informer.run(shutdown.clone()));
-    deployments.wait_until_ready().await;
-    sets.wait_until_ready().await;
-    pods.wait_until_ready().await;
-    let ctl = Arc::new(Controller {
-        client,
-        deployments,
-        sets,
-        pods,
-    });
-    workers::spawn(&mut tasks, WORKERS, "deployment", &queue, &ctl, |c, k| {
-        Box::pin(c.sync(k))
-    });
-    workers::run_until(tasks, &queue, shutdown).await;
+    async move {
+        let mut tasks = JoinSet::new();
+        deployments.wait_until_ready().await;
+        sets.wait_until_ready().await;
+        pods.wait_until_ready().await;
+        let ctl = Arc::new(Controller {
+            client,
+            deployments,
+            sets,
+            pods,
+        });
+        workers::spawn(&mut tasks, WORKERS, "deployment", &queue, &ctl, |c, k| {
+            Box::pin(c.sync(k))
+        });
+        workers::run_until(tasks, &queue, shutdown).await;
+    }
 }

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::informer::{key_of, pods_by_node};
-use flotilla_client::{Change, Client, Informer, ListParams, WorkQueue};
+use flotilla_client::{Change, Client, Informer, ListParams, SharedInformers, WorkQueue};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use tokio::sync::watch;
@@ -146,8 +146,14 @@ fn renew_time(lease: &Lease) -> Option<jiff::Timestamp> {
     lease.spec.as_ref()?.renew_time.as_ref().map(|t| t.0)
 }
 
-/// Runs the controller until `shutdown` flips.
-pub async fn run(client: Client, config: NodeLifecycleConfig, shutdown: watch::Receiver<bool>) {
+/// Registers the controller on the shared informers; the future it returns runs the
+/// controller once they have started, until `shutdown` flips.
+pub fn start(
+    client: Client,
+    config: NodeLifecycleConfig,
+    informers: &mut SharedInformers,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<> {
     let health = Arc::new(Health::default());
     let queue: Arc<WorkQueue<String>> =
         WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
@@ -163,22 +169,23 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, shutdown: watch::R
             },
         )
     };
-    let pods_informer = {
+    let pods_store = {
         let q = queue.clone();
-        Informer::new(client.api::<Pod>(""), ListParams::default())
-            .with_index("node", pods_by_node)
-            .on_change(move |c| {
+        informers
+            .informer::<Pod>()
+            .add_index("node", pods_by_node)
+            .add_handler(move |c| {
                 if let Change::Added(p) | Change::Updated { new: p, .. } = c
                     && pods_by_node(p).iter().any(|n| !n.is_empty())
                 {
                     q.add(key_of(&p.metadata));
                 }
             })
+            .store()
     };
-    let pods_store = pods_informer.store();
-    let nodes_informer = {
+    let nodes_store = {
         let (q, pods, health) = (queue.clone(), pods_store.clone(), health.clone());
-        Informer::new(client.api::<Node>(""), ListParams::default()).on_change(move |c| {
+        informers.informer::<Node>().add_handler(move |c| {
             let enqueue_pods = |n: &Node| {
                 for p in pods.by_index("node", n.metadata.name.as_deref().unwrap_or_default()) {
                     q.add(key_of(&p.metadata));
@@ -190,46 +197,47 @@ pub async fn run(client: Client, config: NodeLifecycleConfig, shutdown: watch::R
                 Change::Updated { .. } => {}
                 Change::Deleted(n) => health.forget(n.metadata.name.as_deref().unwrap_or_default()),
             }
-        })
+        });
+        informers.informer::<Node>().store()
     };
-    let nodes_store = nodes_informer.store();
     let leases_store = leases_informer.store();
-    // One JoinSet, so that dropping the controller stops everything it started.
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(leases_informer.run(shutdown.clone()));
-    tasks.spawn(pods_informer.run(shutdown.clone()));
-    tasks.spawn(nodes_informer.run(shutdown.clone()));
-    let ready = async {
-        leases_store.wait_until_ready().await
-            && nodes_store.wait_until_ready().await
-            && pods_store.wait_until_ready().await
-    };
-    let mut stop = shutdown.clone();
-    let synced = tokio::select! {
-        r = ready => r,
-        _ = stop.wait_for(|s| *s) => false,
-    };
-    if synced {
-        tracing::info!(
-            grace = ?config.node_monitor_grace_period,
-            period = ?config.node_monitor_period,
-            "node lifecycle controller running"
-        );
-        let worker = Arc::new(pods::PodWorker::new(
-            client.clone(),
-            nodes_store.clone(),
-            pods_store.clone(),
-            queue.clone(),
-        ));
-        for _ in 0..POD_WORKERS {
-            tasks.spawn(worker.clone().run());
+    async move {
+        // One JoinSet, so that dropping the controller stops everything it started. The
+        // Leases are watched in their one namespace, by this controller alone.
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(leases_informer.run(shutdown.clone()));
+        let ready = async {
+            leases_store.wait_until_ready().await
+                && nodes_store.wait_until_ready().await
+                && pods_store.wait_until_ready().await
+        };
+        let mut stop = shutdown.clone();
+        let synced = tokio::select! {
+            r = ready => r,
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        if synced {
+            tracing::info!(
+                grace = ?config.node_monitor_grace_period,
+                period = ?config.node_monitor_period,
+                "node lifecycle controller running"
+            );
+            let worker = Arc::new(pods::PodWorker::new(
+                client.clone(),
+                nodes_store.clone(),
+                pods_store.clone(),
+                queue.clone(),
+            ));
+            for _ in 0..POD_WORKERS {
+                tasks.spawn(worker.clone().run());
+            }
+            let monitor = monitor::Monitor::new(client, config, nodes_store, health);
+            tasks.spawn(monitor.run(shutdown.clone()));
         }
-        let monitor = monitor::Monitor::new(client, config, nodes_store, health);
-        tasks.spawn(monitor.run(shutdown.clone()));
+        let _ = stop.wait_for(|s| *s).await;
+        queue.shut_down();
+        while tasks.join_next().await.is_some() {}
     }
-    let _ = stop.wait_for(|s| *s).await;
-    queue.shut_down();
-    while tasks.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
