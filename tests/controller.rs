@@ -539,3 +539,124 @@ async fn foreground_deletion_goes_last_and_orphan_deletion_keeps_the_dependents(
     manager.await.expect("the manager stops");
     h.shutdown().await;
 }
+
+fn pod_on(name: &str, node: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:1.36"}]}
+    })
+}
+
+async fn pod_names(c: &Client) -> Vec<String> {
+    let mut names: Vec<String> = c
+        .api::<Pod>("default")
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_deleted_nodes_and_surplus_finished_pods_are_collected() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let client = h.admin_client();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let config = controller::manager::ManagerConfig {
+        pod_gc: controller::pod_gc::PodGcConfig {
+            terminated_pod_gc_threshold: 2,
+            period: Duration::from_millis(200),
+            quarantine: Duration::from_millis(500),
+        },
+        ..Default::default()
+    };
+    let manager = tokio::spawn(controller::manager::run(
+        client.clone(),
+        "test".into(),
+        config,
+        stop_rx,
+    ));
+    let j = h.client().await;
+    for node in ["stays", "goes"] {
+        j.create(
+            "v1",
+            "nodes",
+            "",
+            &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+        )
+        .await
+        .expect("node");
+    }
+    for (pod, node) in [("on-stays", "stays"), ("on-goes", "goes")] {
+        j.create("v1", "pods", "default", &pod_on(pod, node))
+            .await
+            .expect("pod");
+    }
+    // Three finished pods, oldest first, named so that age and name order differ
+    // (creation timestamps have one-second resolution).
+    let finished = [
+        ("done-z", "Succeeded"),
+        ("done-a", "Failed"),
+        ("done-b", "Succeeded"),
+    ];
+    for (i, (name, phase)) in finished.into_iter().enumerate() {
+        let created = j
+            .create("v1", "pods", "default", &pod_on(name, "stays"))
+            .await
+            .expect("pod");
+        let mut done = created.clone();
+        done["status"]["phase"] = json!(phase);
+        j.update_status(api::rref("v1", "pods", "default", name), &done)
+            .await
+            .expect("finished");
+        if i == 0 {
+            let first = created["metadata"]["creationTimestamp"].clone();
+            inproc::wait_until(Duration::from_secs(3), "the clock moves on a second", || {
+                let first = first.as_str().unwrap_or_default().to_string();
+                async move { (jiff::Timestamp::now().to_string()[..19] > first[..19]).then_some(()) }
+            })
+            .await;
+        }
+    }
+
+    // The oldest finished pod goes: two remain.
+    inproc::wait_until(
+        Duration::from_secs(20),
+        "one finished pod collected",
+        || {
+            let c = client.clone();
+            async move { (!pod_names(&c).await.contains(&"done-z".to_string())).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        pod_names(&client).await,
+        ["done-a", "done-b", "on-goes", "on-stays"]
+    );
+
+    // A deleted node's pod goes after the quarantine; the other node's stays.
+    client
+        .api::<k8s_openapi::api::core::v1::Node>("")
+        .delete("goes", &Default::default())
+        .await
+        .expect("node deleted");
+    inproc::wait_until(
+        Duration::from_secs(20),
+        "the orphaned pod is deleted",
+        || {
+            let c = client.clone();
+            async move { (!pod_names(&c).await.contains(&"on-goes".to_string())).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(pod_names(&client).await, ["done-a", "done-b", "on-stays"]);
+
+    stop.send_replace(true);
+    manager.await.expect("manager stops");
+    h.shutdown().await;
+}

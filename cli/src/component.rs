@@ -1,7 +1,7 @@
 //! What the components that run against an API server (`flotilla scheduler`,
 //! `controller`, `agent`, `hollow-nodes`) share: reaching the server through a kubeconfig,
 //! kube-scheduler's leader-election flags, and kube-controller-manager's node lifecycle
-//! flags (taken by `flotilla controller` and by `flotilla server` for its in-process
+//! and pod garbage collection flags (taken by `flotilla controller` and by `flotilla server` for its in-process
 //! controllers).
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use controller::node_lifecycle::{ConfigError, NodeLifecycleConfig, Rates};
+use controller::pod_gc::PodGcConfig;
 use flotilla_client::{Client, Kubeconfig, LeaderConfig, Resolved};
 
 use crate::etcd::parse_duration;
@@ -120,6 +121,25 @@ impl NodeLifecycleArgs {
     }
 }
 
+/// The pod garbage collector's flag, with kube-controller-manager's name and default.
+#[derive(Args, Debug, Clone)]
+pub struct PodGcArgs {
+    /// Finished pods (Succeeded or Failed) kept before the oldest are deleted; 0 keeps
+    /// them all.
+    #[arg(long, default_value_t = 12_500)]
+    pub terminated_pod_gc_threshold: usize,
+}
+
+impl PodGcArgs {
+    /// The collector's configuration (its periods are Kubernetes').
+    pub fn to_config(&self) -> PodGcConfig {
+        PodGcConfig {
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            ..PodGcConfig::default()
+        }
+    }
+}
+
 /// Serves `/metrics` (what `render` says) and `/healthz` over plain HTTP on `addr` until
 /// `shutdown` flips: the standalone components' endpoint for Prometheus.
 pub async fn serve_metrics(
@@ -161,6 +181,23 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         node: NodeLifecycleArgs,
+        #[command(flatten)]
+        pod_gc: PodGcArgs,
+    }
+
+    #[test]
+    fn the_pod_gc_threshold_defaults_as_kubernetes() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+                .expect("flags parse")
+                .pod_gc
+                .to_config()
+        };
+        assert_eq!(parse(&[]), PodGcConfig::default());
+        assert_eq!(
+            parse(&["--terminated-pod-gc-threshold=0"]).terminated_pod_gc_threshold,
+            0
+        );
     }
 
     fn config(args: &[&str]) -> Result<NodeLifecycleConfig, ConfigError> {

@@ -11,7 +11,7 @@ use apiserver::{Server, ServerConfig, ServerError};
 use clap::Args;
 use controller::manager::ManagerConfig;
 
-use crate::component::NodeLifecycleArgs;
+use crate::component::{NodeLifecycleArgs, PodGcArgs};
 
 /// The flags of `flotilla server`.
 #[derive(Args, Debug)]
@@ -67,6 +67,9 @@ pub struct ServerArgs {
     /// The in-process node lifecycle controller's settings.
     #[command(flatten)]
     pub node_lifecycle: NodeLifecycleArgs,
+    /// The in-process pod garbage collector's settings.
+    #[command(flatten)]
+    pub pod_gc: PodGcArgs,
     /// tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute` toleration added
     /// to every pod that has none.
     #[arg(long, default_value_t = 300)]
@@ -148,6 +151,7 @@ impl ServerArgs {
             })?;
         Ok(Some(ManagerConfig {
             node_lifecycle,
+            pod_gc: self.pod_gc.to_config(),
             ..Default::default()
         }))
     }

@@ -10,6 +10,7 @@
 //!   foreground and orphan deletion)
 //! - [`node_lifecycle`]: node health from Leases, readiness taints, taint-based eviction
 //!   with per-zone rate limits, and force deletion of pods stuck on unreachable nodes
+//! - [`pod_gc`]: deletes pods whose node is gone and finished pods beyond a threshold
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
 //! - [`workers`]: the worker loop over the work queue, tasks that stop together
@@ -23,6 +24,7 @@ pub mod garbage_collector;
 pub mod manager;
 pub mod metrics;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod replicaset;
 pub mod selector;
 pub mod workers;

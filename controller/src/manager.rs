@@ -7,6 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
 use crate::node_lifecycle::NodeLifecycleConfig;
+use crate::pod_gc::PodGcConfig;
 
 /// The Lease the managers elect a leader on.
 pub const LEASE: &str = "flotilla-controller-manager";
@@ -18,6 +19,8 @@ pub struct ManagerConfig {
     pub leader_election: LeaderConfig,
     /// The node lifecycle controller's periods, grace periods and eviction rates.
     pub node_lifecycle: NodeLifecycleConfig,
+    /// The pod garbage collector's threshold and periods.
+    pub pod_gc: PodGcConfig,
 }
 
 /// Runs the controllers while leading, until `shutdown` flips.
@@ -30,6 +33,7 @@ pub async fn run(
     let ManagerConfig {
         leader_election,
         node_lifecycle,
+        pod_gc,
     } = config;
     LeaderElector::new(
         client.api::<Lease>("kube-system"),
@@ -49,6 +53,12 @@ pub async fn run(
         controllers.spawn(crate::endpoints::start(client.clone(), i, stop.clone()));
         controllers.spawn(crate::garbage_collector::start(
             client.clone(),
+            i,
+            stop.clone(),
+        ));
+        controllers.spawn(crate::pod_gc::start(
+            client.clone(),
+            pod_gc,
             i,
             stop.clone(),
         ));
