@@ -1,6 +1,6 @@
 //! The agent's CRI runtime against a real containerd (started by the test, with its own
 //! root, state and CNI bridge): a pod sandbox on a CNI address, a busybox container whose
-//! log, exec and stats work, its memory limit in the cgroup, an OOM kill reported as
+//! log (rotated, and reopened by containerd), exec and stats work, its memory limit in the cgroup, an OOM kill reported as
 //! OOMKilled, a graceful stop, the image service (status, list with the sandbox image
 //! pinned, the images containers use, the image filesystem, removal), and everything
 //! removed afterwards — cgroups included.
@@ -137,6 +137,54 @@ async fn containerd_runs_pods_through_cri() {
         log.contains(" stdout F hello from busybox"),
         "CRI log format: {log}"
     );
+    // A full log is rotated: renamed aside, and containerd reopens the log path, where the
+    // container's later output lands.
+    let limits = agent::log_rotation::LogLimits {
+        max_size: 10,
+        max_files: 2,
+    };
+    agent::log_rotation::rotate_pass(&rt, limits).await;
+    let log_dir = sb_cfg.log_directory.join("main");
+    let rotated: Vec<_> = std::fs::read_dir(&log_dir)
+        .expect("log dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("0.log."))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    let old = std::fs::read_to_string(&rotated[0]).expect("rotated log");
+    assert!(old.contains("hello from busybox"), "{old}");
+    let said = rt
+        .exec_sync(
+            &id,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo after rotation > /proc/1/fd/1".into(),
+            ],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        said.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    inproc::wait_until(
+        Duration::from_secs(10),
+        "output after rotation lands in the new log",
+        || {
+            let path = log_dir.join("0.log");
+            async move {
+                std::fs::read_to_string(path)
+                    .ok()
+                    .filter(|l| l.contains("after rotation") && !l.contains("hello from busybox"))
+            }
+        },
+    )
+    .await;
     let out = rt
         .exec_sync(
             &id,

@@ -18,6 +18,7 @@
 //! - [`runtime::process`]: containers as host processes, each watched by a shim
 //! - [`shim`]: the per-container supervisor that outlives agent restarts
 //! - [`cri_log`]: the CRI log file format (`<time> <stream> <P|F> <line>`)
+//! - [`log_rotation`]: size caps on container logs for runtimes that keep none
 //! - [`metrics`]: `/metrics` on the endpoint, pods and per-container cpu and memory
 //! - [`endpoint`]: the endpoint the API server calls, serving [`logs`] and [`exec`];
 //!   [`pod_containers`]: a pod's containers as the runtime holds them
@@ -33,6 +34,7 @@ pub mod heartbeat;
 pub mod image_gc;
 pub mod image_pull;
 pub mod image_ref;
+pub mod log_rotation;
 pub mod logs;
 pub mod metrics;
 pub mod node;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::heartbeat::{self, HeartbeatConfig};
 use crate::image_gc::{self, ImageGcPolicy};
+use crate::log_rotation::{self, LogLimits};
 use crate::node::{HostResources, Registration, host_resources, node_object};
 use crate::pod_worker::{self, Context};
 use crate::runtime::Runtime;
@@ -48,6 +49,9 @@ pub struct AgentConfig {
     pub pod_network: Option<PodNetwork>,
     /// When unused images are removed.
     pub image_gc: ImageGcPolicy,
+    /// How large container logs may grow, for runtimes that leave rotation to the agent
+    /// (a runtime that rotates its own is configured when it is made).
+    pub container_logs: LogLimits,
 }
 
 /// The node's pod network: a subnet on a bridge, written as a CNI conflist.
@@ -76,6 +80,7 @@ impl Default for AgentConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             pod_network: None,
             image_gc: ImageGcPolicy::default(),
+            container_logs: LogLimits::default(),
         }
     }
 }
@@ -280,6 +285,12 @@ pub async fn run<R: Runtime>(
         shutdown.clone(),
     ));
 
+    let log_rotation = tokio::spawn(log_rotation::run(
+        runtime.clone(),
+        cfg.container_logs,
+        shutdown.clone(),
+    ));
+
     let workers: Workers = Arc::default();
     let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
     let informer = {
@@ -340,6 +351,7 @@ pub async fn run<R: Runtime>(
     let _ = informer_task.await;
     let _ = heartbeat.await;
     let _ = image_gc.await;
+    let _ = log_rotation.await;
     let _ = endpoint.await;
     let pending: Vec<_> = lock(&tasks).drain(..).collect();
     for t in pending {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::image_gc::ImageGcPolicy;
+use agent::log_rotation::LogLimits;
 use agent::node::{parse_labels, parse_reserved, parse_taints};
 use agent::run::AgentConfig;
 use agent::runtime::process::ProcessRuntime;
@@ -33,6 +34,41 @@ pub struct RuntimeChoice {
     pub runtime: RuntimeArg,
     /// The CRI runtime's socket.
     pub cri_socket: PathBuf,
+}
+
+/// The container log caps shared by `flotilla agent` and `flotilla server --local-agent`,
+/// with the kubelet's names and defaults.
+#[derive(Args, Debug, Clone)]
+pub struct ContainerLogArgs {
+    /// A container's log file is rotated once it is larger than this (a quantity: 10Mi,
+    /// 500Ki).
+    #[arg(long, default_value = "10Mi")]
+    pub container_log_max_size: String,
+    /// Log files kept per container, the one being written included (at least 2).
+    #[arg(long, default_value_t = 5)]
+    pub container_log_max_files: usize,
+}
+
+impl ContainerLogArgs {
+    /// The limits, or the flag at fault and why.
+    pub fn to_limits(&self) -> Result<LogLimits, (&'static str, String)> {
+        let size = &self.container_log_max_size;
+        let max_size = scheduler::quantity::parse_quantity(size)
+            .ok()
+            .and_then(|q| u64::try_from(q.value()).ok())
+            .ok_or_else(|| {
+                (
+                    "container-log-max-size",
+                    format!("{size:?} is not a size (e.g. 10Mi)"),
+                )
+            })?;
+        let limits = LogLimits {
+            max_size,
+            max_files: self.container_log_max_files,
+        };
+        limits.validate().map_err(|e| (e.flag(), e.to_string()))?;
+        Ok(limits)
+    }
 }
 
 /// The pod network flags shared by `flotilla agent` and `flotilla server --local-agent`.
@@ -115,6 +151,8 @@ pub struct AgentArgs {
     /// (percent; lower than the high threshold).
     #[arg(long, default_value_t = u32::from(agent::image_gc::DEFAULT_LOW_THRESHOLD))]
     pub image_gc_low_threshold: u32,
+    #[command(flatten)]
+    pub container_logs: ContainerLogArgs,
     /// Log level or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -155,6 +193,10 @@ impl AgentArgs {
                 self.image_gc_low_threshold,
             )
             .map_err(|e| format!("--image-gc-high-threshold / --image-gc-low-threshold: {e}"))?,
+            container_logs: self
+                .container_logs
+                .to_limits()
+                .map_err(|(flag, reason)| format!("--{flag}: {reason}"))?,
             ..Default::default()
         };
         self.network.apply(&mut cfg)?;
@@ -170,8 +212,10 @@ pub fn local_agent_config(
     data_dir: &Path,
     runtime: RuntimeArg,
     network: &NetworkArgs,
+    container_logs: LogLimits,
 ) -> Result<LocalAgent, String> {
     let mut config = AgentConfig {
+        container_logs,
         node_name: crate::server::hostname(),
         host_ip: default_host_ip(),
         data_dir: data_dir.to_path_buf(),
@@ -274,7 +318,8 @@ pub async fn run_agent(
         None => {
             // Pods of the process runtime share the host's network: no CNI to configure.
             cfg.pod_network = None;
-            let runtime = process_runtime(&cfg.data_dir, &cfg.host_ip)?;
+            let runtime =
+                process_runtime(&cfg.data_dir, &cfg.host_ip)?.with_log_limits(cfg.container_logs);
             tracing::info!(version = %agent::runtime::Runtime::version(&runtime), "using the process runtime");
             run_with(client, Arc::new(runtime), cfg, shutdown).await
         }
@@ -348,5 +393,37 @@ mod tests {
         assert!(err.contains("must be below the high threshold"), "{err}");
         let err = config(&["--image-gc-high-threshold=101"]).expect_err("above 100");
         assert!(err.contains("above 100%"), "{err}");
+    }
+
+    #[test]
+    fn container_log_limits_default_as_the_kubelets_and_are_validated() {
+        assert_eq!(
+            config(&[]).expect("valid").container_logs,
+            LogLimits::default()
+        );
+        let custom = config(&[
+            "--container-log-max-size=500Ki",
+            "--container-log-max-files=2",
+        ])
+        .expect("valid");
+        assert_eq!(
+            custom.container_logs,
+            LogLimits {
+                max_size: 500 << 10,
+                max_files: 2
+            }
+        );
+        let err = config(&["--container-log-max-size=lots"]).expect_err("not a size");
+        assert!(err.starts_with("--container-log-max-size: "), "{err}");
+        let err = config(&["--container-log-max-size=0"]).expect_err("zero");
+        assert!(
+            err.starts_with("--container-log-max-size: must be"),
+            "{err}"
+        );
+        let err = config(&["--container-log-max-files=1"]).expect_err("one file");
+        assert!(
+            err.starts_with("--container-log-max-files: must be"),
+            "{err}"
+        );
     }
 }

@@ -88,6 +88,8 @@ pub struct ServerArgs {
     pub local_agent_runtime: crate::agent::RuntimeArg,
     #[command(flatten)]
     pub local_agent_network: crate::agent::NetworkArgs,
+    #[command(flatten)]
+    pub local_agent_logs: crate::agent::ContainerLogArgs,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -107,10 +109,15 @@ impl ServerArgs {
         if !self.local_agent {
             return Ok(None);
         }
+        let logs = self
+            .local_agent_logs
+            .to_limits()
+            .map_err(|(flag, reason)| ServerArgsError { flag, reason })?;
         crate::agent::local_agent_config(
             &self.data_dir.join("agent"),
             self.local_agent_runtime,
             &self.local_agent_network,
+            logs,
         )
         .map(Some)
         .map_err(|reason| ServerArgsError {

@@ -664,6 +664,21 @@ impl Runtime for CriRuntime {
         })
     }
 
+    fn rotates_logs(&self) -> bool {
+        false
+    }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        self.runtime
+            .clone()
+            .reopen_container_log(pb::ReopenContainerLogRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map_err(rpc)?;
+        Ok(())
+    }
+
     fn manages_images(&self) -> bool {
         true
     }

@@ -29,6 +29,7 @@ struct State {
     images: BTreeMap<String, ImageInfo>,
     registry: HashMap<String, Served>,
     pulls: Vec<(String, Option<RegistryAuth>)>,
+    reopened: Vec<String>,
 }
 
 impl State {
@@ -45,6 +46,8 @@ pub struct FakeRuntime {
     state: Mutex<State>,
     ip: String,
     images: bool,
+    /// Leaves log rotation to the agent, as a CRI runtime does.
+    agent_rotates_logs: bool,
 }
 
 fn now() -> String {
@@ -58,7 +61,20 @@ impl FakeRuntime {
             state: Mutex::default(),
             ip: ip.to_string(),
             images: false,
+            agent_rotates_logs: false,
         }
+    }
+
+    /// The same runtime leaving log rotation to the agent: a log reopened is recreated
+    /// empty at its path, as containerd does.
+    pub fn without_log_rotation(mut self) -> Self {
+        self.agent_rotates_logs = true;
+        self
+    }
+
+    /// The containers whose logs were reopened, in order.
+    pub fn reopened(&self) -> Vec<String> {
+        self.lock().reopened.clone()
     }
 
     /// The same runtime managing images: containers need them pulled first.
@@ -273,6 +289,18 @@ impl Runtime for FakeRuntime {
             stdout: Vec::new(),
             stderr: Vec::new(),
         })
+    }
+
+    fn rotates_logs(&self) -> bool {
+        !self.agent_rotates_logs
+    }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let log = self.container_status(id).await?.log_path;
+        std::fs::File::create(&log)
+            .map_err(|e| RuntimeError::Io(format!("{}: {e}", log.display())))?;
+        self.lock().reopened.push(id.to_string());
+        Ok(())
     }
 
     fn manages_images(&self) -> bool {

@@ -367,6 +367,27 @@ pub trait Runtime: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
 
+    /// Whether the runtime caps its containers' log files itself. When not (CRI runtimes:
+    /// containerd never rotates), the agent renames a full log and has the runtime reopen
+    /// it (see [`crate::log_rotation`]).
+    fn rotates_logs(&self) -> bool {
+        true
+    }
+    /// Makes a running container write to a new file at its log path, the old one having
+    /// been renamed (CRI's ReopenContainerLog). Only called when [`Runtime::rotates_logs`]
+    /// is false.
+    fn reopen_container_log(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let id = id.to_string();
+        async move {
+            Err(RuntimeError::Invalid(format!(
+                "container {id}: this runtime rotates its logs itself"
+            )))
+        }
+    }
+
     /// Whether containers come from images this runtime pulls and stores. When not, the
     /// agent neither pulls nor collects images, nor records Pulling / Pulled Events.
     fn manages_images(&self) -> bool;

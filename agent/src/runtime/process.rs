@@ -29,15 +29,11 @@ use super::{
     ImageInfo, RegistryAuth, Runtime, RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
 };
 use crate::cgroup::{Cgroup, Version};
+use crate::log_rotation::LogLimits;
 use crate::shim::{CgroupSpec, Exited, ShimConfig, Started, read_state, write_state};
 
 /// The reason given when a container is refused for having no command.
 pub const NO_COMMAND: &str = "the process runtime needs an explicit command";
-
-/// Log files rotate past this size.
-pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
-/// Rotated log files kept per container.
-pub const MAX_LOG_FILES: usize = 1;
 
 /// How often state files are checked while waiting on a process.
 const POLL: Duration = Duration::from_millis(10);
@@ -63,6 +59,7 @@ pub struct ProcessRuntime {
     shim: PathBuf,
     host_ip: String,
     cgroups: Option<Version>,
+    log_limits: LogLimits,
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -107,7 +104,14 @@ impl ProcessRuntime {
             shim: shim.to_path_buf(),
             host_ip: host_ip.to_string(),
             cgroups,
+            log_limits: LogLimits::default(),
         })
+    }
+
+    /// The same runtime capping container logs at `limits` (its shims rotate them).
+    pub fn with_log_limits(mut self, limits: LogLimits) -> Self {
+        self.log_limits = limits;
+        self
     }
 
     /// The cgroup layout containers are confined in; None when they cannot be.
@@ -325,8 +329,9 @@ impl Runtime for ProcessRuntime {
                 env: cfg.env.clone(),
                 working_dir: cfg.working_dir.clone(),
                 log_path: log_path.clone(),
-                max_log_bytes: MAX_LOG_BYTES,
-                max_log_files: MAX_LOG_FILES,
+                max_log_bytes: self.log_limits.max_size,
+                // The shim counts rotated files; the limit counts the live one too.
+                max_log_files: self.log_limits.max_files.saturating_sub(1),
                 cgroup: self.cgroups.map(|version| CgroupSpec {
                     version,
                     path: format!("{}/{id}", Self::pod_cgroup(&sandbox.config.uid)),
