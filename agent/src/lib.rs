@@ -4,7 +4,8 @@
 //! status truthfully.
 //!
 //! - [`run`]: registration, the pod informer, one worker per pod, housekeeping
-//! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions
+//! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions;
+//!   [`fs_usage`]: a filesystem's size and free space
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports
 //! - [`probe`]: liveness, readiness and startup probes
@@ -29,6 +30,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod env;
 pub mod exec;
+pub mod fs_usage;
 pub mod heartbeat;
 pub mod image_gc;
 pub mod image_pull;
