@@ -7,7 +7,8 @@
 //! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions;
 //!   [`fs_usage`]: a filesystem's size and free space
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
-//!   restarts with back-off, graceful deletion); [`status`]: the status it reports
+//!   restarts with back-off, graceful deletion); [`status`]: the status it reports;
+//!   [`backoff`]: the wait before a restart or another pull
 //! - [`probe`]: liveness, readiness and startup probes
 //! - [`image_pull`]: images pulled as imagePullPolicy says, with back-off; credentials
 //!   from [`pull_secrets`]; references read by [`image_ref`]
@@ -23,6 +24,7 @@
 //! - [`endpoint`]: the endpoint the API server calls, serving [`logs`] and [`exec`];
 //!   [`pod_containers`]: a pod's containers as the runtime holds them
 
+pub mod backoff;
 pub mod cgroup;
 pub mod cni;
 pub mod cri_log;
