@@ -56,8 +56,10 @@ pub fn host_conditions(data_dir: &std::path::Path) -> Vec<HostCondition> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let memory_pressure =
         meminfo_kib(&meminfo, "MemAvailable").is_some_and(|kib| kib * 1024 < MEMORY_AVAILABLE_MIN);
-    let disk_pressure = nix::sys::statvfs::statvfs(data_dir).is_ok_and(|s| {
-        s.blocks() > 0 && s.blocks_available() * 100 / s.blocks() < DISK_AVAILABLE_MIN_PERCENT
+    let disk_pressure = crate::fs_usage::of(data_dir).is_ok_and(|fs| {
+        fs.capacity > 0
+            && u128::from(fs.available) * 100 / u128::from(fs.capacity)
+                < u128::from(DISK_AVAILABLE_MIN_PERCENT)
     });
     let pid_pressure = {
         let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")

@@ -12,13 +12,13 @@
 //! kubelet counts it.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::fs_usage::{self, FsStats};
 use crate::image_ref;
 use crate::runtime::{ImageInfo, Runtime, RuntimeError};
 
@@ -87,26 +87,6 @@ impl ImageGcPolicy {
             ..Default::default()
         })
     }
-}
-
-/// A filesystem's size and free space, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsStats {
-    /// Its size.
-    pub capacity: u64,
-    /// What unprivileged users may still write.
-    pub available: u64,
-}
-
-/// The size and free space of the filesystem holding `path`.
-pub fn fs_stats(path: &Path) -> Result<FsStats, RuntimeError> {
-    let s = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| RuntimeError::Io(format!("statvfs {}: {e}", path.display())))?;
-    let block = s.fragment_size() as u64;
-    Ok(FsStats {
-        capacity: (s.blocks() as u64).saturating_mul(block),
-        available: (s.blocks_available() as u64).saturating_mul(block),
-    })
 }
 
 /// Bytes to free to bring `fs` under `low` percent, when it is at `high` percent or more
@@ -335,7 +315,7 @@ async fn once<R: Runtime>(
     let Some(usage) = runtime.image_fs_usage().await? else {
         return Ok(());
     };
-    let fs = fs_stats(&usage.mountpoint)?;
+    let fs = fs_usage::of(&usage.mountpoint).map_err(|e| RuntimeError::Io(e.to_string()))?;
     tracing::debug!(mountpoint = %usage.mountpoint.display(), images_bytes = usage.used_bytes, capacity = fs.capacity, available = fs.available, "image filesystem");
     let done = gc.collect(runtime, policy, fs, Instant::now()).await?;
     if !done.removed.is_empty() {

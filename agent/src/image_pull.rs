@@ -3,24 +3,20 @@
 //! whether to pull; pulls carry the credentials of the pod's imagePullSecrets that match
 //! the image's registry; a failed pull leaves the container waiting with ErrImagePull
 //! (the registry's words in the message), and later tries wait out a back-off per pod and
-//! image (10 s doubling to 5 minutes), during which it waits with ImagePullBackOff. Events
-//! Pulling, Pulled, Failed and BackOff say what happened.
+//! image ([`crate::backoff`]: 10 s doubling to 5 minutes), during which it waits with
+//! ImagePullBackOff and the runtime is not asked about the image at all. Events Pulling,
+//! Pulled, Failed and BackOff say what happened.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use flotilla_client::Client;
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use tokio::time::Instant;
 
+use crate::backoff::{self, Backoff};
 use crate::pull_secrets;
 use crate::runtime::{RegistryAuth, Runtime, RuntimeError};
-
-/// The first wait after a failed pull.
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-/// The longest wait between pulls.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Why a container cannot be created yet, as its status's `waiting.reason` says.
 pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
@@ -53,27 +49,21 @@ pub struct Waiting {
     pub message: String,
 }
 
+/// An image whose last pull failed.
 #[derive(Debug, Clone)]
-struct Backoff {
-    delay: Duration,
-    updated: Instant,
+struct FailedPull {
+    backoff: Backoff,
     last_error: String,
     /// A BackOff Event was recorded for this wait already.
     reported: bool,
 }
 
-/// The back-off of failed pulls, per pod and image; shared by the agent's pod workers.
-#[derive(Debug)]
+/// One pod's failed pulls, per image, as the kubelet keys its pull back-off by pod and
+/// image. The pod's worker keeps it with the rest of the pod's state, so it goes when the
+/// pod does.
+#[derive(Debug, Default)]
 pub struct PullBackoff {
-    entries: Mutex<HashMap<String, Backoff>>,
-    initial: Duration,
-    max: Duration,
-}
-
-impl Default for PullBackoff {
-    fn default() -> Self {
-        PullBackoff::new(INITIAL_BACKOFF, MAX_BACKOFF)
-    }
+    failed: HashMap<String, FailedPull>,
 }
 
 /// What the back-off says about pulling now.
@@ -94,29 +84,15 @@ pub enum Gate {
 }
 
 impl PullBackoff {
-    /// A back-off starting at `initial`, doubling up to `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        PullBackoff {
-            entries: Mutex::default(),
-            initial,
-            max,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Backoff>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// May `key` be pulled at `now`?
-    pub fn gate(&self, key: &str, now: Instant) -> Gate {
-        let mut entries = self.lock();
-        match entries.get_mut(key) {
-            Some(b) if now.saturating_duration_since(b.updated) < b.delay => {
-                let first = !b.reported;
-                b.reported = true;
+    /// May `image` be pulled at `now`?
+    pub fn gate(&mut self, image: &str, now: Instant) -> Gate {
+        match self.failed.get_mut(image) {
+            Some(f) if f.backoff.waiting(now) => {
+                let first = !f.reported;
+                f.reported = true;
                 Gate::Wait {
-                    delay: b.delay,
-                    last_error: b.last_error.clone(),
+                    delay: f.backoff.delay(),
+                    last_error: f.last_error.clone(),
                     first,
                 }
             }
@@ -124,32 +100,30 @@ impl PullBackoff {
         }
     }
 
-    /// Records a failed pull of `key` at `now`; returns the wait before the next.
-    pub fn failed(&self, key: &str, now: Instant, error: &str) -> Duration {
-        let mut entries = self.lock();
-        // Entries idle for twice the longest wait are stale (their pod is likely gone),
-        // as the kubelet's back-off forgets them.
-        let stale = self.max * 2;
-        entries.retain(|_, b| now.saturating_duration_since(b.updated) <= stale);
-        let delay = match entries.get(key) {
-            Some(b) => (b.delay * 2).min(self.max),
-            None => self.initial,
+    /// Records a failed pull of `image` at `now`; returns the wait before the next.
+    pub fn failed(&mut self, image: &str, now: Instant, error: &str) -> Duration {
+        let backoff = match self.failed.get(image) {
+            // A failure long after the one before starts afresh, as the kubelet's back-off
+            // forgets what has been idle for twice its longest wait.
+            Some(f) if now.saturating_duration_since(f.backoff.since()) <= backoff::MAX * 2 => {
+                f.backoff.next(now)
+            }
+            _ => Backoff::new(now),
         };
-        entries.insert(
-            key.to_string(),
-            Backoff {
-                delay,
-                updated: now,
+        self.failed.insert(
+            image.to_string(),
+            FailedPull {
+                backoff,
                 last_error: error.to_string(),
                 reported: false,
             },
         );
-        delay
+        backoff.delay()
     }
 
-    /// Forgets `key` after a pull that worked.
-    pub fn succeeded(&self, key: &str) {
-        self.lock().remove(key);
+    /// Forgets `image`'s failures after a pull that worked.
+    pub fn succeeded(&mut self, image: &str) {
+        self.failed.remove(image);
     }
 }
 
@@ -231,12 +205,13 @@ async fn pull_with<R: Runtime>(
 }
 
 /// Makes sure `c`'s image is present, pulling it when its policy says; Err says why the
-/// container must wait. `credentials` is asked for only when a pull happens.
+/// container must wait. `backoff` holds the pod's failed pulls; while `c`'s image is
+/// backing off, neither its status nor a pull is asked of the runtime. `credentials` is
+/// asked for only when a pull happens.
 pub async fn ensure_image<R, E, F, Fut>(
     runtime: &R,
-    backoff: &PullBackoff,
+    backoff: &mut PullBackoff,
     events: &E,
-    pod_uid: &str,
     c: &Container,
     credentials: F,
 ) -> Result<(), Waiting>
@@ -255,6 +230,24 @@ where
         return Err(Waiting {
             reason: INVALID_IMAGE_NAME.into(),
             message,
+        });
+    }
+    // Only a policy that pulls an absent image can be backing off. While it is, the
+    // runtime is not asked even whether the image is there: the worker looks every
+    // second, and an image that turns up meanwhile (pulled for another pod) is found when
+    // the back-off ends.
+    if should_pull(policy, false)
+        && let Gate::Wait {
+            last_error, first, ..
+        } = backoff.gate(&image, Instant::now())
+    {
+        let message = format!("Back-off pulling image {image:?}");
+        if first {
+            events.event("Normal", "BackOff", &message).await;
+        }
+        return Err(Waiting {
+            reason: IMAGE_PULL_BACKOFF.into(),
+            message: format!("{message}: {ERR_IMAGE_PULL}: {last_error}"),
         });
     }
     let present = match runtime.image_status(&image).await {
@@ -279,20 +272,6 @@ where
             message,
         });
     }
-    let key = format!("{pod_uid}_{image}");
-    if let Gate::Wait {
-        last_error, first, ..
-    } = backoff.gate(&key, Instant::now())
-    {
-        let message = format!("Back-off pulling image {image:?}");
-        if first {
-            events.event("Normal", "BackOff", &message).await;
-        }
-        return Err(Waiting {
-            reason: IMAGE_PULL_BACKOFF.into(),
-            message: format!("{message}: {ERR_IMAGE_PULL}: {last_error}"),
-        });
-    }
     let creds = credentials().await;
     let auths = pull_secrets::for_image(&creds, &image);
     events
@@ -302,7 +281,7 @@ where
     tracing::info!(image = %image, policy, credentials = auths.len(), "pulling");
     match pull_with(runtime, &image, &auths).await {
         Ok(reference) => {
-            backoff.succeeded(&key);
+            backoff.succeeded(&image);
             let took = began.elapsed();
             tracing::info!(image = %image, reference = %reference, took_ms = took.as_millis() as u64, "pulled");
             events
@@ -319,7 +298,7 @@ where
         }
         Err(e) => {
             let error = e.to_string();
-            let wait = backoff.failed(&key, Instant::now(), &error);
+            let wait = backoff.failed(&image, Instant::now(), &error);
             tracing::warn!(image = %image, error = %error, retry_in_s = wait.as_secs(), "pull failed");
             events
                 .event(
@@ -338,6 +317,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::runtime::fake::FakeRuntime;
 
@@ -389,7 +370,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_to_its_cap_and_forgets_success() {
-        let b = PullBackoff::default();
+        let mut b = PullBackoff::default();
         let t0 = Instant::now();
         assert_eq!(b.gate("k", t0), Gate::Pull);
         assert_eq!(b.failed("k", t0, "boom"), Duration::from_secs(10));
@@ -422,12 +403,12 @@ mod tests {
         let rt = FakeRuntime::new("10.0.0.1").with_images();
         rt.serve_image("r.io/app:1", 100, None);
         let events = Recorded::default();
-        let b = PullBackoff::default();
+        let mut b = PullBackoff::default();
         let c = container("r.io/app:1", "IfNotPresent");
-        ensure_image(&rt, &b, &events, "uid", &c, none)
+        ensure_image(&rt, &mut b, &events, &c, none)
             .await
             .expect("pulled");
-        ensure_image(&rt, &b, &events, "uid", &c, none)
+        ensure_image(&rt, &mut b, &events, &c, none)
             .await
             .expect("present");
         assert_eq!(rt.pulls().len(), 1);
@@ -439,13 +420,13 @@ mod tests {
         );
 
         let always = container("r.io/app:1", "Always");
-        ensure_image(&rt, &b, &events, "uid", &always, none)
+        ensure_image(&rt, &mut b, &events, &always, none)
             .await
             .expect("pulled again");
         assert_eq!(rt.pulls().len(), 2);
 
         let never = container("r.io/absent:1", "Never");
-        let w = ensure_image(&rt, &b, &events, "uid", &never, none)
+        let w = ensure_image(&rt, &mut b, &events, &never, none)
             .await
             .expect_err("absent");
         assert_eq!(w.reason, ERR_IMAGE_NEVER_PULL);
@@ -456,7 +437,7 @@ mod tests {
         assert_eq!(rt.pulls().len(), 2, "Never does not pull");
 
         let bad = container("r.io/app:", "IfNotPresent");
-        let w = ensure_image(&rt, &b, &events, "uid", &bad, none)
+        let w = ensure_image(&rt, &mut b, &events, &bad, none)
             .await
             .expect_err("invalid");
         assert_eq!(w.reason, INVALID_IMAGE_NAME);
@@ -467,33 +448,115 @@ mod tests {
     async fn a_failed_pull_waits_out_its_backoff() {
         let rt = FakeRuntime::new("10.0.0.1").with_images();
         let events = Recorded::default();
-        let b = PullBackoff::default();
+        let mut b = PullBackoff::default();
         let c = container("r.io/missing:1", "IfNotPresent");
-        let w = ensure_image(&rt, &b, &events, "uid", &c, none)
+        let w = ensure_image(&rt, &mut b, &events, &c, none)
             .await
             .expect_err("not found");
         assert_eq!(w.reason, ERR_IMAGE_PULL);
-        assert!(w.message.contains("not found"), "{}", w.message);
+        assert_eq!(
+            w.message,
+            "Failed to pull image \"r.io/missing:1\": r.io/missing:1: not found"
+        );
         for _ in 0..3 {
-            let w = ensure_image(&rt, &b, &events, "uid", &c, none)
+            let w = ensure_image(&rt, &mut b, &events, &c, none)
                 .await
                 .expect_err("backing off");
             assert_eq!(w.reason, IMAGE_PULL_BACKOFF);
-            assert!(w.message.contains("not found"), "{}", w.message);
+            assert_eq!(
+                w.message,
+                "Back-off pulling image \"r.io/missing:1\": ErrImagePull: r.io/missing:1: not found"
+            );
         }
         assert_eq!(rt.pulls().len(), 1, "no pull during the back-off");
         assert_eq!(events.reasons(), ["Pulling", "Failed", "BackOff"]);
-        tokio::time::advance(INITIAL_BACKOFF).await;
-        let w = ensure_image(&rt, &b, &events, "uid", &c, none)
+        tokio::time::advance(backoff::INITIAL).await;
+        let w = ensure_image(&rt, &mut b, &events, &c, none)
             .await
             .expect_err("still missing");
         assert_eq!(w.reason, ERR_IMAGE_PULL);
         assert_eq!(rt.pulls().len(), 2);
-        // Another pod's pull of the same image is not held back.
-        let w = ensure_image(&rt, &b, &events, "uid-2", &c, none)
+        // The second wait is twice the first.
+        tokio::time::advance(backoff::INITIAL).await;
+        let w = ensure_image(&rt, &mut b, &events, &c, none)
+            .await
+            .expect_err("backing off");
+        assert_eq!(w.reason, IMAGE_PULL_BACKOFF);
+        tokio::time::advance(backoff::INITIAL).await;
+        rt.serve_image("r.io/missing:1", 100, None);
+        ensure_image(&rt, &mut b, &events, &c, none)
+            .await
+            .expect("pulled at last");
+        assert_eq!(rt.pulls().len(), 3);
+        // Another pod (another worker's back-off) is not held back by this one's.
+        let other = FakeRuntime::new("10.0.0.1").with_images();
+        let c2 = container("r.io/gone:1", "IfNotPresent");
+        ensure_image(&other, &mut b, &events, &c2, none)
             .await
             .expect_err("missing");
-        assert_eq!(w.reason, ERR_IMAGE_PULL);
+        let w = ensure_image(&other, &mut PullBackoff::default(), &events, &c2, none)
+            .await
+            .expect_err("missing");
+        assert_eq!(w.reason, ERR_IMAGE_PULL, "a pull, not a back-off");
+        assert_eq!(other.pulls().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_backing_off_the_runtime_is_not_asked_about_the_image() {
+        let rt = FakeRuntime::new("10.0.0.1").with_images();
+        let events = Recorded::default();
+        let mut b = PullBackoff::default();
+        let c = container("r.io/missing:1", "Always");
+        ensure_image(&rt, &mut b, &events, &c, none)
+            .await
+            .expect_err("not found");
+        assert_eq!((rt.image_status_calls(), rt.pulls().len()), (1, 1));
+        // The worker looks every second.
+        for _ in 0..9 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let w = ensure_image(&rt, &mut b, &events, &c, none)
+                .await
+                .expect_err("backing off");
+            assert_eq!(w.reason, IMAGE_PULL_BACKOFF);
+        }
+        assert_eq!(
+            (rt.image_status_calls(), rt.pulls().len()),
+            (1, 1),
+            "neither status nor pull during the back-off"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        ensure_image(&rt, &mut b, &events, &c, none)
+            .await
+            .expect_err("still not found");
+        assert_eq!((rt.image_status_calls(), rt.pulls().len()), (2, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_never_container_is_not_held_back_by_a_pull_of_its_image() {
+        let rt = FakeRuntime::new("10.0.0.1").with_images();
+        let events = Recorded::default();
+        let mut b = PullBackoff::default();
+        let pulls = container("r.io/missing:1", "IfNotPresent");
+        ensure_image(&rt, &mut b, &events, &pulls, none)
+            .await
+            .expect_err("not found");
+        let never = container("r.io/missing:1", "Never");
+        let w = ensure_image(&rt, &mut b, &events, &never, none)
+            .await
+            .expect_err("absent");
+        assert_eq!(w.reason, ERR_IMAGE_NEVER_PULL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_long_after_the_last_starts_the_backoff_afresh() {
+        let mut b = PullBackoff::default();
+        let t0 = Instant::now();
+        assert_eq!(b.failed("i", t0, "boom"), Duration::from_secs(10));
+        assert_eq!(b.failed("i", t0, "boom"), Duration::from_secs(20));
+        let idle = t0 + backoff::MAX * 2;
+        assert_eq!(b.failed("i", idle, "boom"), Duration::from_secs(40));
+        let later = idle + backoff::MAX * 2 + Duration::from_secs(1);
+        assert_eq!(b.failed("i", later, "boom"), Duration::from_secs(10));
     }
 
     #[tokio::test]
@@ -501,9 +564,9 @@ mod tests {
         let rt = FakeRuntime::new("10.0.0.1").with_images();
         rt.serve_image("r.io/team/app:1", 100, Some(("right", "pw")));
         let events = Recorded::default();
-        let b = PullBackoff::default();
+        let mut b = PullBackoff::default();
         let c = container("r.io/team/app:1", "IfNotPresent");
-        let w = ensure_image(&rt, &b, &events, "uid", &c, none)
+        let w = ensure_image(&rt, &mut b, &events, &c, none)
             .await
             .expect_err("no credentials");
         assert!(w.message.contains("401 Unauthorized"), "{}", w.message);
@@ -527,7 +590,8 @@ mod tests {
                 },
             ]
         };
-        ensure_image(&rt, &b, &events, "uid-2", &c, creds)
+        // Another pod, with pull secrets: the first pod's back-off is its own.
+        ensure_image(&rt, &mut PullBackoff::default(), &events, &c, creds)
             .await
             .expect("pulled with the second");
         let users: Vec<Option<String>> = rt

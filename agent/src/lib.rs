@@ -4,9 +4,11 @@
 //! status truthfully.
 //!
 //! - [`run`]: registration, the pod informer, one worker per pod, housekeeping
-//! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions
+//! - [`node`]: the Node object from the host; [`heartbeat`]: Lease and conditions;
+//!   [`fs_usage`]: a filesystem's size and free space
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
-//!   restarts with back-off, graceful deletion); [`status`]: the status it reports
+//!   restarts with back-off, graceful deletion); [`status`]: the status it reports;
+//!   [`backoff`]: the wait before a restart or another pull
 //! - [`probe`]: liveness, readiness and startup probes
 //! - [`image_pull`]: images pulled as imagePullPolicy says, with back-off; credentials
 //!   from [`pull_secrets`]; references read by [`image_ref`]
@@ -23,6 +25,7 @@
 //! - [`endpoint`]: the endpoint the API server calls, serving [`logs`] and [`exec`];
 //!   [`pod_containers`]: a pod's containers as the runtime holds them
 
+pub mod backoff;
 pub mod cgroup;
 pub mod cni;
 pub mod cri_log;
@@ -30,6 +33,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod env;
 pub mod exec;
+pub mod fs_usage;
 pub mod heartbeat;
 pub mod image_gc;
 pub mod image_pull;

@@ -35,8 +35,8 @@ pub fn host_resources(data_dir: &Path) -> HostResources {
         .and_then(|m| meminfo_kib(&m, "MemTotal"))
         .unwrap_or(0)
         * 1024;
-    let storage = nix::sys::statvfs::statvfs(data_dir)
-        .map(|s| s.blocks() as i64 * s.fragment_size() as i64)
+    let storage = crate::fs_usage::of(data_dir)
+        .map(|fs| i64::try_from(fs.capacity).unwrap_or(i64::MAX))
         .unwrap_or(0);
     HostResources {
         milli_cpu: cpus * 1000,

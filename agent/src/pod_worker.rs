@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::backoff::{self, Backoff};
 use crate::image_pull::{self, EventSink, PullBackoff};
 use crate::probe::{Kind, Prober};
 use crate::runtime::{
@@ -27,10 +28,6 @@ use crate::runtime::{
 };
 use crate::status::{ContainerView, PodView, pod_status};
 
-/// First wait before restarting a container that ended.
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-/// Longest wait.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long starts its back-off afresh.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often a worker looks at its containers when nothing else wakes it (the kubelet's
@@ -53,8 +50,6 @@ pub struct Context<R> {
     pub log_root: PathBuf,
     /// The node's resolv.conf, read for each new sandbox.
     pub resolv_conf: PathBuf,
-    /// The back-off of failed image pulls.
-    pub pull_backoff: PullBackoff,
     /// The scheme of container IDs in statuses (`containerd`, `process`).
     pub runtime_scheme: String,
 }
@@ -108,16 +103,13 @@ fn waiting_message(pod: &Pod, name: &str) -> Option<String> {
         .clone()
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    delay: Duration,
-    until: Instant,
-}
-
 /// A worker's memory between syncs.
 #[derive(Default)]
 struct State {
+    /// The restart back-off of each container, by name.
     backoff: HashMap<String, Backoff>,
+    /// The back-off of the pod's failed image pulls.
+    pull_backoff: PullBackoff,
     last: Option<PodStatus>,
     probes: HashMap<String, ContainerProbes>,
     sandbox: Option<String>,
@@ -450,6 +442,7 @@ async fn start<R: Runtime>(
     c: &Container,
     attempt: u32,
     older: &[ContainerStatus],
+    pull_backoff: &mut PullBackoff,
 ) -> Result<Step, RuntimeError> {
     if ctx.runtime.manages_images() {
         let events = PodEvents {
@@ -458,15 +451,9 @@ async fn start<R: Runtime>(
             shown: waiting_message(pod, &c.name),
         };
         let credentials = || image_pull::pull_credentials(&ctx.client, pod, &events);
-        if let Err(w) = image_pull::ensure_image(
-            ctx.runtime.as_ref(),
-            &ctx.pull_backoff,
-            &events,
-            &uid_of(pod),
-            c,
-            credentials,
-        )
-        .await
+        if let Err(w) =
+            image_pull::ensure_image(ctx.runtime.as_ref(), pull_backoff, &events, c, credentials)
+                .await
         {
             return Ok(Step::Waiting(w.reason, w.message));
         }
@@ -539,11 +526,11 @@ async fn reconcile_container<R: Runtime>(
     };
     let mut wake = None;
     match instances.first() {
-        None => match start(ctx, pod, sandbox, c, 0, instances).await? {
+        None => match start(ctx, pod, sandbox, c, 0, instances, &mut state.pull_backoff).await? {
             Step::Started => wake = Some(Instant::now()),
             Step::Waiting(reason, message) => {
                 view.waiting = Some((reason, message));
-                wake = Some(Instant::now() + INITIAL_BACKOFF);
+                wake = Some(Instant::now() + backoff::INITIAL);
             }
         },
         Some(latest) if latest.state == ContainerState::Running => {
@@ -570,41 +557,44 @@ async fn reconcile_container<R: Runtime>(
             let b = *state
                 .backoff
                 .entry(c.name.clone())
-                .or_insert_with(|| Backoff {
-                    delay: INITIAL_BACKOFF,
-                    until: now + INITIAL_BACKOFF,
-                });
-            if b.until > now {
+                .or_insert_with(|| Backoff::new(now));
+            if b.waiting(now) {
                 view.waiting = Some((
                     "CrashLoopBackOff".into(),
                     format!(
                         "back-off {}s restarting failed container={} pod={}",
-                        b.delay.as_secs(),
+                        b.delay().as_secs(),
                         c.name,
                         pod_label(pod)
                     ),
                 ));
-                wake = Some(b.until);
+                wake = Some(b.until());
             } else {
-                match start(ctx, pod, sandbox, c, latest.config.attempt + 1, instances).await? {
+                let attempt = latest.config.attempt + 1;
+                match start(
+                    ctx,
+                    pod,
+                    sandbox,
+                    c,
+                    attempt,
+                    instances,
+                    &mut state.pull_backoff,
+                )
+                .await?
+                {
                     Step::Started => {
-                        let delay = if ran_for(latest) >= BACKOFF_RESET {
-                            INITIAL_BACKOFF
+                        let now = Instant::now();
+                        let next = if ran_for(latest) >= BACKOFF_RESET {
+                            Backoff::new(now)
                         } else {
-                            (b.delay * 2).min(MAX_BACKOFF)
+                            b.next(now)
                         };
-                        state.backoff.insert(
-                            c.name.clone(),
-                            Backoff {
-                                delay,
-                                until: Instant::now() + delay,
-                            },
-                        );
-                        wake = Some(Instant::now());
+                        state.backoff.insert(c.name.clone(), next);
+                        wake = Some(now);
                     }
                     Step::Waiting(reason, message) => {
                         view.waiting = Some((reason, message));
-                        wake = Some(Instant::now() + b.delay);
+                        wake = Some(Instant::now() + b.delay());
                     }
                 }
             }

@@ -266,7 +266,6 @@ pub async fn run<R: Runtime>(
         host_ip: cfg.host_ip.clone(),
         log_root: cfg.data_dir.join("pods"),
         resolv_conf: cfg.resolv_conf.clone(),
-        pull_backoff: Default::default(),
         runtime_scheme: pod_worker::runtime_scheme(&runtime.version()),
     });
     let heartbeat = tokio::spawn(heartbeat::run(

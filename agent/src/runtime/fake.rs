@@ -30,6 +30,7 @@ struct State {
     registry: HashMap<String, Served>,
     pulls: Vec<(String, Option<RegistryAuth>)>,
     reopened: Vec<String>,
+    image_status_calls: usize,
 }
 
 impl State {
@@ -113,6 +114,11 @@ impl FakeRuntime {
     /// Every pull asked for, in order, with the credentials it carried.
     pub fn pulls(&self) -> Vec<(String, Option<RegistryAuth>)> {
         self.lock().pulls.clone()
+    }
+
+    /// How many times an image's status was asked for.
+    pub fn image_status_calls(&self) -> usize {
+        self.lock().image_status_calls
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -308,6 +314,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        self.lock().image_status_calls += 1;
         if !self.images {
             return Ok(Some(ImageInfo {
                 id: image.to_string(),

@@ -388,29 +388,53 @@ pub trait Runtime: Send + Sync + 'static {
         }
     }
 
+    // Images (CRI's ImageService). Each default means "this runtime does not manage
+    // images": a container is made from its command alone, so every image is present,
+    // a pull has nothing to do, and there is nothing to list, collect or measure.
+
     /// Whether containers come from images this runtime pulls and stores. When not, the
     /// agent neither pulls nor collects images, nor records Pulling / Pulled Events.
-    fn manages_images(&self) -> bool;
+    fn manages_images(&self) -> bool {
+        false
+    }
     /// The image `image` names, or None when the runtime does not hold it.
     fn image_status(
         &self,
         image: &str,
-    ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send {
+        async move {
+            Ok(Some(ImageInfo {
+                id: image.to_string(),
+                repo_tags: vec![image.to_string()],
+                ..Default::default()
+            }))
+        }
+    }
     /// Pulls `image`, with `auth` when given; returns the pulled image's reference.
     fn pull_image(
         &self,
         image: &str,
-        auth: Option<&RegistryAuth>,
-    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+        _auth: Option<&RegistryAuth>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        async move { Ok(image.to_string()) }
+    }
     /// Every image held.
-    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send {
+        async { Ok(Vec::new()) }
+    }
     /// The images (ids or names) of every container the runtime holds, running or not,
     /// whoever made it: garbage collection must keep them all.
-    fn container_images(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    fn container_images(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send {
+        async { Ok(Vec::new()) }
+    }
     /// Removes an image by id or name (nothing if it is gone already).
-    fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove_image(&self, _image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
     /// Where images are stored and how much they take; None when the runtime stores none.
     fn image_fs_usage(
         &self,
-    ) -> impl Future<Output = Result<Option<ImageFsUsage>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<ImageFsUsage>, RuntimeError>> + Send {
+        async { Ok(None) }
+    }
 }

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{
-    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, ImageFsUsage,
-    ImageInfo, RegistryAuth, Runtime, RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerState, ContainerStats, ContainerStatus, ExecResult, Runtime,
+    RuntimeError, SandboxConfig, SandboxState, SandboxStatus,
 };
 use crate::cgroup::{Cgroup, Version};
 use crate::log_rotation::LogLimits;
@@ -540,42 +540,5 @@ impl Runtime for ProcessRuntime {
             stdout: out.stdout,
             stderr: out.stderr,
         })
-    }
-
-    fn manages_images(&self) -> bool {
-        false
-    }
-
-    async fn image_status(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
-        // Every image is "present": a container is the host's own command.
-        Ok(Some(ImageInfo {
-            id: image.to_string(),
-            repo_tags: vec![image.to_string()],
-            ..Default::default()
-        }))
-    }
-
-    async fn pull_image(
-        &self,
-        image: &str,
-        _auth: Option<&RegistryAuth>,
-    ) -> Result<String, RuntimeError> {
-        Ok(image.to_string())
-    }
-
-    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
-        Ok(Vec::new())
-    }
-
-    async fn container_images(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(Vec::new())
-    }
-
-    async fn remove_image(&self, _image: &str) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-
-    async fn image_fs_usage(&self) -> Result<Option<ImageFsUsage>, RuntimeError> {
-        Ok(None)
     }
 }
