@@ -208,20 +208,50 @@ impl Cgroup {
             .is_some_and(|n| n > 0)
     }
 
-    /// Removes it (once it holds no process); gone already is fine.
+    /// Removes it and any cgroup left inside it (once they hold no process); gone already
+    /// is fine. Processes just killed leave their cgroup a moment later than their
+    /// parent sees them exit, so a busy cgroup is retried for up to [`REMOVE_PATIENCE`]
+    /// (this blocks the calling thread meanwhile).
     pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut first_error = None;
         for d in &self.dirs {
-            match std::fs::remove_dir(d) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(CgroupError {
-                        path: d.display().to_string(),
-                        source: e,
-                    });
-                }
-                _ => {}
+            if let Err(source) = remove_tree(d) {
+                first_error.get_or_insert(CgroupError {
+                    path: d.display().to_string(),
+                    source,
+                });
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// How long a busy cgroup is retried before removal gives up.
+pub const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Removes a cgroup directory, its child cgroups first (cgroupfs directories hold only
+/// control files, which go with their directory).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + REMOVE_PATIENCE;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -247,6 +277,17 @@ fn enable_v2_controllers(dir: &Path) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removal_takes_child_cgroups_first_and_gone_is_fine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = dir.path().join("pod1");
+        std::fs::create_dir_all(pod.join("c1")).expect("container cgroup");
+        std::fs::create_dir_all(pod.join("c2")).expect("container cgroup");
+        remove_tree(&pod).expect("removed");
+        assert!(!pod.exists());
+        remove_tree(&pod).expect("gone already is fine");
+    }
 
     #[test]
     fn shares_become_weights_as_runc_converts_them() {

@@ -350,15 +350,19 @@ impl CriRuntime {
             .map_err(|e| RuntimeError::Io(format!("the pod's cgroup {relative}: {e}")))
     }
 
-    fn remove_cgroup_parent(&self, uid: &str) {
+    async fn remove_cgroup_parent(&self, uid: &str) {
         let relative = cgroup_parent(&self.cgroup_root, uid);
         let Some(version) = crate::cgroup::detect() else {
             return;
         };
-        if let Err(e) =
-            crate::cgroup::Cgroup::at(version, relative.trim_start_matches('/')).remove()
-        {
-            tracing::warn!(cgroup = %relative, error = %e, "could not remove the pod's cgroup");
+        let cg = crate::cgroup::Cgroup::at(version, relative.trim_start_matches('/'));
+        // Removal may wait out a busy cgroup: not on the runtime's threads.
+        match tokio::task::spawn_blocking(move || cg.remove()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(cgroup = %relative, error = %e, "could not remove the pod's cgroup");
+            }
+            Err(e) => tracing::warn!(cgroup = %relative, error = %e, "removing the pod's cgroup"),
         }
     }
 }
@@ -427,7 +431,7 @@ impl Runtime for CriRuntime {
             _ => {}
         }
         if !uid.is_empty() {
-            self.remove_cgroup_parent(&uid);
+            self.remove_cgroup_parent(&uid).await;
         }
         Ok(())
     }

@@ -272,8 +272,14 @@ impl Runtime for ProcessRuntime {
             self.remove_container(&c.id).await?;
         }
         if let (Some(version), Ok(sandbox)) = (self.cgroups, self.sandbox(id)) {
-            // The pod's parent cgroup, empty once its containers are gone.
-            let _ = Cgroup::at(version, &Self::pod_cgroup(&sandbox.config.uid)).remove();
+            // The pod's parent cgroup, empty once its containers are gone (removal may
+            // wait out a busy cgroup: not on the runtime's threads).
+            let cg = Cgroup::at(version, &Self::pod_cgroup(&sandbox.config.uid));
+            match tokio::task::spawn_blocking(move || cg.remove()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(sandbox = id, error = %e, "removing the pod's cgroup"),
+                Err(e) => tracing::warn!(sandbox = id, error = %e, "removing the pod's cgroup"),
+            }
         }
         let dir = self.sandbox_dir(id);
         match std::fs::remove_dir_all(&dir) {
