@@ -576,3 +576,169 @@ async fn cordon_uncordon_and_drain_as_kubectl_does() {
     agent.await.expect("the agent stops");
     h.shutdown().await;
 }
+
+/// A web pod (app=web) bound to `node`. Unowned: the garbage collector would remove a
+/// pod whose owner does not exist (drain takes --force for them).
+fn web_pod(name: &str, node: &str) -> Value {
+    let mut p = bound_pod(name, None);
+    p["metadata"]["labels"] = json!({"app": "web"});
+    p["spec"]["nodeName"] = json!(node);
+    p
+}
+
+async fn budget_until(c: &Client, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    inproc::wait_until(Duration::from_secs(20), what, || {
+        let api = c.dynamic("policy/v1", "poddisruptionbudgets", "default");
+        let ok = &ok;
+        async move { api.get("web", "").await.ok().filter(|b| ok(&b["status"])) }
+    })
+    .await
+}
+
+async fn ready_pods(c: &Client, names: &[&str]) {
+    let want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    inproc::wait_until(Duration::from_secs(20), "the pods are ready", || {
+        let (c, want) = (c.clone(), want.clone());
+        async move {
+            let ready: Vec<String> = pods(&c)
+                .await
+                .into_iter()
+                .filter(|p| pod_ready(p) == Some("True"))
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            want.iter().all(|w| ready.contains(w)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_evicts_within_the_pods_disruption_budget() {
+    let h = ApiHarness::start(StoreSetup::Embedded, |_| {}).await;
+    let kc = h.server.as_ref().expect("running").kubeconfig.clone();
+    let client = h.admin_client();
+    let (stop, stop_rx) = watch::channel(false);
+    let manager = tokio::spawn(controller::manager::run(
+        client.clone(),
+        "test".into(),
+        ManagerConfig::default(),
+        stop_rx,
+    ));
+    let agents: Vec<_> = ["n1", "n2"]
+        .iter()
+        .map(|n| fake_agent(&client, h.dir.path(), n))
+        .collect();
+    let pods_api = client.api::<Pod>("default");
+    for p in [web_pod("web-1", "n1"), web_pod("web-2", "n1")] {
+        pods_api.dynamic().create(&p, false).await.expect("pod");
+    }
+    ready_pods(&client, &["web-1", "web-2"]).await;
+
+    // Bad budgets are refused with the field named.
+    let pdbs = client.dynamic("policy/v1", "poddisruptionbudgets", "default");
+    let bad = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "bad"},
+        "spec": {"minAvailable": 1, "maxUnavailable": "10%", "selector": {"matchLabels": {"app": "web"}}}});
+    let err = pdbs.create(&bad, false).await.expect_err("both set");
+    assert!(
+        err.to_string()
+            .contains("minAvailable and maxUnavailable cannot be both set"),
+        "{err}"
+    );
+    let budget = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}});
+    pdbs.create(&budget, false).await.expect("budget");
+    budget_until(&client, "the budget allows nothing", |s| {
+        s["currentHealthy"] == 2 && s["desiredHealthy"] == 2 && s["disruptionsAllowed"] == 0
+    })
+    .await;
+    let out = flotctl(&kc, &["get", "pdb"]).await;
+    assert_eq!(
+        out.stdout
+            .lines()
+            .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        [
+            vec!["NAME", "MIN", "AVAILABLE", "MAX"],
+            vec!["web", "2", "N/A", "0"]
+        ],
+        "{}",
+        out.stdout
+    );
+
+    // Two ready pods and a budget of two: nothing may go, so drain times out with the
+    // budget's words and removes nothing.
+    let out = flotctl(&kc, &["drain", "n1", "--force", "--timeout", "2s"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "error when evicting pods/\"web-1\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget."
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(pods(&client).await.len(), 2, "nothing removed");
+
+    // A third replica elsewhere allows one disruption: drain evicts one pod, and the
+    // other waits until a replacement is ready (made here, as a ReplicaSet would).
+    pods_api
+        .dynamic()
+        .create(&web_pod("web-3", "n2"), false)
+        .await
+        .expect("pod");
+    budget_until(&client, "the budget allows one", |s| {
+        s["disruptionsAllowed"] == 1
+    })
+    .await;
+    let drain = tokio::spawn({
+        let kc = kc.clone();
+        async move { flotctl(&kc, &["drain", "n1", "--force", "--timeout", "60s"]).await }
+    });
+    inproc::wait_until(Duration::from_secs(20), "one pod of n1 is evicted", || {
+        let c = client.clone();
+        async move {
+            let on_n1 = pods(&c)
+                .await
+                .into_iter()
+                .filter(|p| node_of(p) == "n1")
+                .count();
+            (on_n1 == 1).then_some(())
+        }
+    })
+    .await;
+    let status = budget_until(&client, "the eviction is accounted", |s| {
+        s["disruptionsAllowed"] == 0
+    })
+    .await;
+    assert_eq!(status["status"]["currentHealthy"], 2, "{status}");
+    pods_api
+        .dynamic()
+        .create(&web_pod("web-4", "n2"), false)
+        .await
+        .expect("pod");
+    let out = drain.await.expect("drain");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.ends_with("node/n1 drained\n"), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("(will retry after 5s): Cannot evict pod"),
+        "{}",
+        out.stderr
+    );
+    let mut left: Vec<String> = pods(&client)
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["web-3", "web-4"]);
+
+    for (stop, task) in agents {
+        stop.send_replace(true);
+        task.await.expect("the agent stops");
+    }
+    stop.send_replace(true);
+    manager.await.expect("the manager stops");
+    h.shutdown().await;
+}

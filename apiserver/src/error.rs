@@ -32,6 +32,9 @@ pub enum Reason {
     ServiceUnavailable,
     /// The store did not answer in time.
     Timeout,
+    /// Refused for now; the same request may succeed later (an eviction a
+    /// PodDisruptionBudget does not allow yet).
+    TooManyRequests,
     /// Anything else.
     InternalError,
 }
@@ -52,6 +55,7 @@ impl Reason {
             Reason::MethodNotAllowed => "MethodNotAllowed",
             Reason::ServiceUnavailable => "ServiceUnavailable",
             Reason::Timeout => "Timeout",
+            Reason::TooManyRequests => "TooManyRequests",
             Reason::InternalError => "InternalError",
         }
     }
@@ -70,6 +74,7 @@ impl Reason {
             Reason::MethodNotAllowed => 405,
             Reason::ServiceUnavailable => 503,
             Reason::Timeout => 504,
+            Reason::TooManyRequests => 429,
             Reason::InternalError => 500,
         }
     }
@@ -88,6 +93,7 @@ impl Reason {
             Reason::MethodNotAllowed => tonic::Code::Unimplemented,
             Reason::ServiceUnavailable => tonic::Code::Unavailable,
             Reason::Timeout => tonic::Code::DeadlineExceeded,
+            Reason::TooManyRequests => tonic::Code::ResourceExhausted,
             Reason::InternalError => tonic::Code::Internal,
         }
     }
@@ -255,6 +261,11 @@ impl ApiError {
     /// The store did not answer in time.
     pub fn timeout(message: impl Into<String>) -> Self {
         ApiError::new(Reason::Timeout, message)
+    }
+
+    /// Refused for now, to be retried later.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        ApiError::new(Reason::TooManyRequests, message)
     }
 
     /// A server-side failure.

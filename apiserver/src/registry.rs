@@ -197,7 +197,7 @@ impl ResourceInfo {
             s.push("scale");
         }
         if self.plural == "pods" {
-            s.push("binding");
+            s.extend(["binding", "eviction"]);
         }
         s
     }
@@ -220,6 +220,7 @@ impl Registry {
         use k8s_openapi::api::apps::v1 as apps;
         use k8s_openapi::api::coordination::v1 as coordination;
         use k8s_openapi::api::core::v1 as core;
+        use k8s_openapi::api::policy::v1 as policy;
         let resources = vec![
             ResourceInfo::of::<core::Namespace>(&["ns"])
                 .with_status()
@@ -266,6 +267,9 @@ impl Registry {
                 "type",
             ]),
             ResourceInfo::of::<coordination::Lease>(&[]),
+            ResourceInfo::of::<policy::PodDisruptionBudget>(&["pdb"])
+                .with_status()
+                .with_generation(),
         ];
         Registry {
             resources: resources.into_iter().map(Arc::new).collect(),

@@ -494,6 +494,52 @@ impl DynamicApi {
         decode(&c.check(resp)?.object)
     }
 
+    /// Creates `obj` through a subresource of object `name` (pods/eviction).
+    pub async fn create_subresource(
+        &self,
+        name: &str,
+        subresource: &str,
+        obj: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ClientError> {
+        let c = &self.client;
+        let resp = c
+            .inner
+            .clone()
+            .create(c.req(CreateRequest {
+                r#ref: self.rref(name, subresource),
+                object: obj.to_string().into(),
+                dry_run,
+            }))
+            .await;
+        decode(&c.check(resp)?.object)
+    }
+
+    /// Evicts pod `name` (the pods/eviction subresource): deleted as
+    /// [`DynamicApi::delete`] would, unless a PodDisruptionBudget allows no disruption
+    /// now ([`ClientError::TooManyRequests`]).
+    pub async fn evict(&self, name: &str, p: &DeleteParams) -> Result<(), ClientError> {
+        let mut options = serde_json::Map::new();
+        if let Some(g) = p.grace_period_seconds {
+            options.insert("gracePeriodSeconds".into(), g.into());
+        }
+        if !p.precondition_uid.is_empty() {
+            options.insert(
+                "preconditions".into(),
+                serde_json::json!({"uid": p.precondition_uid}),
+            );
+        }
+        let eviction = serde_json::json!({
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "deleteOptions": options,
+        });
+        self.create_subresource(name, "eviction", &eviction, p.dry_run)
+            .await
+            .map(|_| ())
+    }
+
     /// Replaces an object (or, with `subresource`, its status or scale).
     pub async fn update(
         &self,

@@ -95,6 +95,10 @@ pub enum ClientError {
     /// The request is over the server's size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Refused for now; the same request may succeed later (an eviction a
+    /// PodDisruptionBudget does not allow yet).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// No or a wrong token.
     #[error("{0}")]
     Unauthorized(String),
@@ -153,6 +157,11 @@ impl ClientError {
         matches!(self, ClientError::AlreadyExists(_))
     }
 
+    /// Is it TooManyRequests (retry later)?
+    pub fn is_too_many_requests(&self) -> bool {
+        matches!(self, ClientError::TooManyRequests(_))
+    }
+
     /// Is it Expired (a watch or list must start over)?
     pub fn is_expired(&self) -> bool {
         matches!(self, ClientError::Expired(_))
@@ -207,6 +216,7 @@ impl ClientError {
             },
             (_, "Expired" | "Gone") | (tonic::Code::OutOfRange, _) => ClientError::Expired(message),
             (tonic::Code::InvalidArgument, _) => ClientError::BadRequest(message),
+            (_, "TooManyRequests") => ClientError::TooManyRequests(message),
             (tonic::Code::ResourceExhausted, _) => ClientError::TooLarge(message),
             (tonic::Code::Unauthenticated, _) => ClientError::Unauthorized(message),
             (tonic::Code::PermissionDenied, _) => ClientError::Forbidden(message),

@@ -10,6 +10,7 @@
 //!   foreground and orphan deletion)
 //! - [`node_lifecycle`]: node health from Leases, readiness taints, taint-based eviction
 //!   with per-zone rate limits, and force deletion of pods stuck on unreachable nodes
+//! - [`disruption`]: PodDisruptionBudgets' status, which evictions are decided on
 //! - [`pod_gc`]: deletes pods whose node is gone and finished pods beyond a threshold
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
@@ -18,6 +19,7 @@
 //! - [`metrics`]: syncs and work queue depths, for Prometheus
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;

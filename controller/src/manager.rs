@@ -56,6 +56,7 @@ pub async fn run(
             i,
             stop.clone(),
         ));
+        controllers.spawn(crate::disruption::start(client.clone(), i, stop.clone()));
         controllers.spawn(crate::pod_gc::start(
             client.clone(),
             pod_gc,

@@ -21,6 +21,9 @@ impl Api {
         body: &[u8],
         dry_run: bool,
     ) -> Result<Value, ApiError> {
+        if r.subresource == "eviction" && r.resource == "pods" {
+            return self.evict(r, body, dry_run).await;
+        }
         if !r.subresource.is_empty() {
             return Err(ApiError::method_not_allowed(format!(
                 "create is not supported on the {} subresource",

@@ -13,6 +13,7 @@ pub mod agent_proxy;
 pub mod bind;
 pub mod create;
 pub mod delete;
+pub mod evict;
 pub mod exec;
 pub mod logs;
 pub mod namespaces;

@@ -160,7 +160,7 @@ impl Validate for ReplicaSet {
     }
 }
 
-fn int_or_percent(
+pub(crate) fn int_or_percent(
     errs: &mut ErrorList,
     path: FieldPath,
     v: &IntOrString,

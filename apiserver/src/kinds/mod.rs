@@ -6,9 +6,11 @@
 //! - [`apps`]: ReplicaSet and Deployment
 //! - [`service`]: Service and Endpoints
 //! - [`core`]: Namespace, Node, ConfigMap, Secret, Event, Lease
+//! - [`policy`], PodDisruptionBudget
 
 pub mod apps;
 pub mod core;
 pub mod names;
 pub mod pod;
+pub mod policy;
 pub mod service;

@@ -5,11 +5,11 @@
 //! only recreate them there); pods no controller owns are refused unless `--force` (nothing
 //! would recreate them); pods with emptyDir volumes are refused unless
 //! `--delete-emptydir-data` (their data goes with them); finished pods always go. A refusal
-//! removes nothing. The pods are **deleted** with their own grace period (or
-//! `--grace-period`), not evicted: the API server has no eviction subresource (and no
-//! PodDisruptionBudgets for one to check). The messages keep kubectl's eviction wording
-//! ("evicting pod", "evicted") so that scripts written for kubectl read them. It then
-//! waits until every pod is gone from the API, or `--timeout` passes.
+//! removes nothing. The pods are **evicted** (the pods/eviction subresource) with their own
+//! grace period (or `--grace-period`): a PodDisruptionBudget that allows no disruption now
+//! refuses, and the eviction is retried every 5 s, as kubectl does, until the budget
+//! allows it or `--timeout` passes; `--disable-eviction` deletes instead, bypassing
+//! budgets. It then waits until every pod is gone from the API, or `--timeout` passes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -62,6 +62,9 @@ pub struct DrainArgs {
     /// Also delete pods with emptyDir volumes (their data is lost).
     #[arg(long)]
     pub delete_emptydir_data: bool,
+    /// Delete the pods instead of evicting them: PodDisruptionBudgets are not consulted.
+    #[arg(long)]
+    pub disable_eviction: bool,
 }
 
 /// What drain does with one pod.
@@ -276,48 +279,58 @@ pub async fn drain(g: &Global, a: &DrainArgs) -> Result<(), CommandError> {
         .filter(|(d, _)| matches!(d, Disposition::Delete | Disposition::DeleteWarning(_)))
         .map(|(_, p)| *p)
         .collect();
+    let field = |p: &Value, f: &str| p["metadata"][f].as_str().unwrap_or_default().to_string();
+    // (namespace, name, uid) of each pod still to evict: refused by a budget for now.
+    let mut to_evict: Vec<(String, String, String)> = doomed
+        .iter()
+        .map(|p| (field(p, "namespace"), field(p, "name"), field(p, "uid")))
+        .collect();
     // (namespace, name) → uid of each pod being removed, until it is gone.
     let mut pending: BTreeMap<(String, String), String> = BTreeMap::new();
-    for pod in doomed {
-        let ns = pod["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = pod["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let uid = pod["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        println!("evicting pod {ns}/{name}");
-        let params = DeleteParams {
-            grace_period_seconds: (a.grace_period >= 0).then_some(a.grace_period),
-            precondition_uid: uid.clone(),
-            ..Default::default()
-        };
-        match client
-            .dynamic("v1", "pods", &ns)
-            .delete(&name, &params)
-            .await
-        {
-            Ok(_) => {
-                pending.insert((ns, name), uid);
-            }
-            // Gone already, or replaced by a pod of the same name: nothing left to wait for.
-            Err(e) if e.is_not_found() || e.is_conflict() => println!("pod/{name} evicted"),
-            Err(e) => {
-                return Err(drain_failed(
-                    &a.node,
-                    format!("error when evicting pods/{name:?} -n {ns:?}: {e}"),
-                ));
-            }
-        }
-    }
     let deadline = (!a.timeout.is_zero()).then(|| tokio::time::Instant::now() + a.timeout);
     let mut tick = tokio::time::interval(POLL);
-    while !pending.is_empty() {
+    let mut retry_at = tokio::time::Instant::now();
+    loop {
+        if !to_evict.is_empty() && tokio::time::Instant::now() >= retry_at {
+            let mut refused = Vec::new();
+            for (ns, name, uid) in to_evict.drain(..) {
+                println!("evicting pod {ns}/{name}");
+                match remove(&client, a, &ns, &name, &uid).await {
+                    Ok(()) => {
+                        pending.insert((ns, name), uid);
+                    }
+                    // Gone already, or replaced by a pod of the same name: nothing left to
+                    // wait for.
+                    Err(e) if e.is_not_found() || e.is_conflict() => {
+                        println!("pod/{name} evicted");
+                    }
+                    Err(e) if e.is_too_many_requests() => {
+                        eprintln!(
+                            "error when evicting pods/{name:?} -n {ns:?} (will retry after {}): {e}",
+                            go_duration(EVICTION_RETRY)
+                        );
+                        refused.push((ns, name, uid));
+                    }
+                    Err(e) => {
+                        return Err(drain_failed(
+                            &a.node,
+                            format!("error when evicting pods/{name:?} -n {ns:?}: {e}"),
+                        ));
+                    }
+                }
+            }
+            to_evict = refused;
+            retry_at = tokio::time::Instant::now() + EVICTION_RETRY;
+        }
+        if to_evict.is_empty() && pending.is_empty() {
+            break;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Err(drain_failed(
+                &a.node,
+                format!("drain did not complete within {}", go_duration(a.timeout)),
+            ));
+        }
         tick.tick().await;
         let left = pods_api.list(&on_node).await?.items;
         let still: std::collections::HashSet<&str> = left
@@ -331,15 +344,34 @@ pub async fn drain(g: &Global, a: &DrainArgs) -> Result<(), CommandError> {
             }
             here
         });
-        if !pending.is_empty() && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            return Err(drain_failed(
-                &a.node,
-                format!("drain did not complete within {}", go_duration(a.timeout)),
-            ));
-        }
     }
     println!("node/{} drained", a.node);
     Ok(())
+}
+
+/// How long a pod whose eviction a budget refused waits before it is asked for again
+/// (kubectl's 5 s).
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
+
+/// Evicts one pod, or deletes it with --disable-eviction.
+async fn remove(
+    client: &Client,
+    a: &DrainArgs,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), flotilla_client::ClientError> {
+    let params = DeleteParams {
+        grace_period_seconds: (a.grace_period >= 0).then_some(a.grace_period),
+        precondition_uid: uid.to_string(),
+        ..Default::default()
+    };
+    let pods = client.dynamic("v1", "pods", ns);
+    if a.disable_eviction {
+        pods.delete(name, &params).await.map(|_| ())
+    } else {
+        pods.evict(name, &params).await
+    }
 }
 
 #[cfg(test)]

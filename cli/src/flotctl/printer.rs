@@ -139,6 +139,13 @@ pub fn columns(resource: &str, wide: bool) -> Vec<&'static str> {
         "endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
         "events" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         "leases" => vec!["NAME", "HOLDER", "AGE"],
+        "poddisruptionbudgets" => vec![
+            "NAME",
+            "MIN AVAILABLE",
+            "MAX UNAVAILABLE",
+            "ALLOWED DISRUPTIONS",
+            "AGE",
+        ],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -223,6 +230,20 @@ pub fn row(resource: &str, o: &Value, wide: bool) -> Vec<String> {
             st["availableReplicas"].as_i64().unwrap_or(0).to_string(),
             age(o),
         ],
+        "poddisruptionbudgets" => {
+            let budget = |f: &str| match &o["spec"][f] {
+                Value::Null => "N/A".to_string(),
+                Value::String(p) => p.clone(),
+                v => v.to_string(),
+            };
+            vec![
+                name,
+                budget("minAvailable"),
+                budget("maxUnavailable"),
+                st["disruptionsAllowed"].as_i64().unwrap_or(0).to_string(),
+                age(o),
+            ]
+        }
         "replicasets" => vec![
             name,
             o["spec"]["replicas"].as_i64().unwrap_or(1).to_string(),

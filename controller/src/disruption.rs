@@ -1,0 +1,357 @@
+//! The disruption controller: keeps each PodDisruptionBudget's status current, which is
+//! what the pods/eviction subresource decides on. For the pods its selector selects it
+//! counts the healthy ones (Ready, not being deleted, not just evicted), works out how
+//! many must stay healthy (`minAvailable`, or the expected count less `maxUnavailable`;
+//! percentages of the pods' controllers' replicas, rounded up as Kubernetes does), and
+//! reports the disruptions allowed now. Pods an eviction recorded in `disruptedPods` count
+//! as gone until they are, or for two minutes, whichever comes first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_client::informer::key_of;
+use flotilla_client::{Change, Client, ClientError, SharedInformers, Store, WorkQueue};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::{selector, workers};
+
+/// How long an evicted pod counts as disrupted before it must be gone (Kubernetes'
+/// DeletionTimeout).
+pub const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Workers syncing budgets at once.
+const WORKERS: usize = 2;
+
+struct Controller {
+    client: Client,
+    budgets: Store<PodDisruptionBudget>,
+    pods: Store<Pod>,
+    sets: Store<ReplicaSet>,
+    deployments: Store<Deployment>,
+}
+
+fn labels(p: &Pod) -> BTreeMap<String, String> {
+    p.metadata.labels.clone().unwrap_or_default()
+}
+
+/// Does the budget select the pod? (policy/v1: no selector selects nothing.)
+fn selects(b: &PodDisruptionBudget, pod: &Pod) -> bool {
+    b.spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some_and(|s| selector::matches(s, &labels(pod)))
+}
+
+fn is_healthy(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// `v` of `total`: a count, or a percentage rounded up.
+fn scaled(v: &IntOrString, total: i32) -> i32 {
+    match v {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(s) => {
+            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
+            i32::try_from((i64::from(total) * pct + 99) / 100).unwrap_or(i32::MAX)
+        }
+    }
+}
+
+/// What a budget's numbers come to.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    expected: i32,
+    desired: i32,
+    healthy: i32,
+}
+
+impl Controller {
+    /// The replicas the pods' controllers ask for, each controller once (a ReplicaSet a
+    /// Deployment owns counts as the Deployment); a pod no controller owns counts alone.
+    fn expected_from_controllers(&self, pods: &[Arc<Pod>]) -> i32 {
+        let mut controllers: HashMap<String, i32> = HashMap::new();
+        let mut orphans = 0;
+        for p in pods {
+            let ns = p.metadata.namespace.clone().unwrap_or_default();
+            let Some(owner) = p
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+            else {
+                orphans += 1;
+                continue;
+            };
+            if owner.kind != "ReplicaSet" {
+                // A controller of a kind this server does not scale: its pods alone.
+                *controllers.entry(owner.uid.clone()).or_default() += 1;
+                continue;
+            }
+            let Some(rs) = self.sets.get(&format!("{ns}/{}", owner.name)) else {
+                *controllers.entry(owner.uid.clone()).or_default() += 1;
+                continue;
+            };
+            let deployment = rs
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                .and_then(|o| self.deployments.get(&format!("{ns}/{}", o.name)));
+            match deployment {
+                Some(d) => {
+                    let replicas = d.spec.replicas.unwrap_or(1);
+                    controllers.insert(d.metadata.uid.clone().unwrap_or_default(), replicas);
+                }
+                None => {
+                    let replicas = rs.spec.replicas.unwrap_or(1);
+                    controllers.insert(owner.uid.clone(), replicas);
+                }
+            }
+        }
+        controllers.values().sum::<i32>() + orphans
+    }
+
+    fn counts(&self, b: &PodDisruptionBudget, pods: &[Arc<Pod>], disrupted: &[String]) -> Counts {
+        let spec = b.spec.clone().unwrap_or_default();
+        let healthy = pods
+            .iter()
+            .filter(|p| is_healthy(p))
+            .filter(|p| {
+                !disrupted
+                    .iter()
+                    .any(|d| Some(d.as_str()) == p.metadata.name.as_deref())
+            })
+            .count();
+        let healthy = i32::try_from(healthy).unwrap_or(i32::MAX);
+        let pod_count = i32::try_from(pods.len()).unwrap_or(i32::MAX);
+        let (expected, desired) = match (&spec.min_available, &spec.max_unavailable) {
+            (Some(IntOrString::Int(n)), _) => (pod_count, *n),
+            (Some(pct), _) => {
+                let e = self.expected_from_controllers(pods);
+                (e, scaled(pct, e))
+            }
+            (None, Some(mu)) => {
+                let e = self.expected_from_controllers(pods);
+                (e, (e - scaled(mu, e)).max(0))
+            }
+            (None, None) => (pod_count, 0),
+        };
+        Counts {
+            expected,
+            desired,
+            healthy,
+        }
+    }
+
+    /// Brings one budget's status up to date; returns when to look again (an evicted
+    /// pod's record expiring).
+    async fn sync(&self, key: &str) -> Result<Option<Duration>, ClientError> {
+        let Some(b) = self.budgets.get(key) else {
+            return Ok(None);
+        };
+        let ns = b.metadata.namespace.clone().unwrap_or_default();
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .by_index("namespace", &ns)
+            .into_iter()
+            .filter(|p| selects(&b, p))
+            .collect();
+        let old = b.status.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let mut recheck: Option<Duration> = None;
+        // An evicted pod stays recorded while it exists, is not yet being deleted, and
+        // the deletion timeout has not passed.
+        let disrupted: BTreeMap<String, Time> = old
+            .disrupted_pods
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, at)| {
+                let alive = pods.iter().any(|p| {
+                    p.metadata.name.as_deref() == Some(name.as_str())
+                        && p.metadata.deletion_timestamp.is_none()
+                });
+                let left = jiff::SignedDuration::try_from(DELETION_TIMEOUT)
+                    .ok()
+                    .and_then(|t| at.0.checked_add(t).ok())
+                    .and_then(|end| Duration::try_from(end.duration_since(now)).ok());
+                if let (true, Some(left)) = (alive, left) {
+                    recheck = Some(recheck.map_or(left, |r| r.min(left)));
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect();
+        let names: Vec<String> = disrupted.keys().cloned().collect();
+        let c = self.counts(&b, &pods, &names);
+        let allowed = (c.healthy - c.desired).max(0);
+        let generation = b.metadata.generation;
+        let condition = if allowed > 0 {
+            ("True", "SufficientPods", String::new())
+        } else {
+            (
+                "False",
+                "InsufficientPods",
+                format!(
+                    "The disruption budget needs {} healthy pods and has {} currently",
+                    c.desired, c.healthy
+                ),
+            )
+        };
+        let kept = old
+            .conditions
+            .iter()
+            .flatten()
+            .find(|x| x.type_ == "DisruptionAllowed")
+            .filter(|x| x.status == condition.0 && x.reason == condition.1)
+            .map(|x| x.last_transition_time.clone());
+        let status = PodDisruptionBudgetStatus {
+            observed_generation: generation,
+            current_healthy: Some(c.healthy),
+            desired_healthy: Some(c.desired),
+            expected_pods: Some(c.expected),
+            disruptions_allowed: Some(allowed),
+            disrupted_pods: (!disrupted.is_empty()).then_some(disrupted),
+            conditions: Some(vec![Condition {
+                type_: "DisruptionAllowed".into(),
+                status: condition.0.into(),
+                reason: condition.1.into(),
+                message: condition.2,
+                observed_generation: generation,
+                last_transition_time: kept.unwrap_or(Time(now)),
+            }]),
+        };
+        if b.status.as_ref() != Some(&status) {
+            let mut updated = (*b).clone();
+            updated.status = Some(status);
+            self.client
+                .api::<PodDisruptionBudget>(&ns)
+                .update_status(&updated)
+                .await?;
+        }
+        Ok(recheck)
+    }
+}
+
+/// Registers the controller on the shared informers; the future it returns runs it once
+/// they have started, until `shutdown` flips.
+pub fn start(
+    client: Client,
+    informers: &mut SharedInformers,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + use<> {
+    let queue: Arc<WorkQueue<String>> =
+        WorkQueue::new(Duration::from_millis(5), Duration::from_secs(300));
+    let budgets = {
+        let q = queue.clone();
+        informers
+            .informer::<PodDisruptionBudget>()
+            .add_handler(move |c| {
+                let (Change::Added(b) | Change::Updated { new: b, .. } | Change::Deleted(b)) = c;
+                q.add(key_of(&b.metadata));
+            })
+            .store()
+    };
+    // Every budget of the namespace that selects the pod (before or after a change).
+    let enqueue_for = |q: Arc<WorkQueue<String>>, budgets: Store<PodDisruptionBudget>| {
+        move |p: &Pod| {
+            let ns = p.metadata.namespace.clone().unwrap_or_default();
+            for b in budgets.by_index("namespace", &ns) {
+                if selects(&b, p) {
+                    q.add(key_of(&b.metadata));
+                }
+            }
+        }
+    };
+    let pods = {
+        let enqueue = enqueue_for(queue.clone(), budgets.clone());
+        informers
+            .informer::<Pod>()
+            .add_handler(move |c| match c {
+                Change::Added(p) | Change::Deleted(p) => enqueue(p),
+                Change::Updated { old, new } => {
+                    enqueue(new);
+                    if old.metadata.labels != new.metadata.labels {
+                        enqueue(old);
+                    }
+                }
+            })
+            .store()
+    };
+    // A controller's scale changes the expected count of percentages: look at the
+    // namespace's budgets again.
+    let by_namespace = |q: Arc<WorkQueue<String>>, budgets: Store<PodDisruptionBudget>| {
+        move |ns: Option<&String>| {
+            for b in budgets.by_index("namespace", ns.map_or("", String::as_str)) {
+                q.add(key_of(&b.metadata));
+            }
+        }
+    };
+    let sets = {
+        let enqueue = by_namespace(queue.clone(), budgets.clone());
+        informers
+            .informer::<ReplicaSet>()
+            .add_handler(move |c| {
+                let (Change::Added(o) | Change::Updated { new: o, .. } | Change::Deleted(o)) = c;
+                enqueue(o.metadata.namespace.as_ref());
+            })
+            .store()
+    };
+    let deployments = {
+        let enqueue = by_namespace(queue.clone(), budgets.clone());
+        informers
+            .informer::<Deployment>()
+            .add_handler(move |c| {
+                let (Change::Added(o) | Change::Updated { new: o, .. } | Change::Deleted(o)) = c;
+                enqueue(o.metadata.namespace.as_ref());
+            })
+            .store()
+    };
+    async move {
+        let mut tasks = JoinSet::new();
+        if !(budgets.wait_until_ready().await
+            && pods.wait_until_ready().await
+            && sets.wait_until_ready().await
+            && deployments.wait_until_ready().await)
+        {
+            return;
+        }
+        let ctl = Arc::new(Controller {
+            client,
+            budgets,
+            pods,
+            sets,
+            deployments,
+        });
+        workers::spawn(&mut tasks, WORKERS, "disruption", &queue, &ctl, |c, k| {
+            Box::pin(c.sync(k))
+        });
+        workers::run_until(tasks, &queue, shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_up_as_kubernetes_does() {
+        assert_eq!(scaled(&IntOrString::String("50%".into()), 3), 2);
+        assert_eq!(scaled(&IntOrString::String("25%".into()), 4), 1);
+        assert_eq!(scaled(&IntOrString::String("0%".into()), 5), 0);
+        assert_eq!(scaled(&IntOrString::Int(2), 5), 2);
+    }
+}
