@@ -4,7 +4,8 @@
 //!   etcd-lite and spoken by every store client.
 //! - [`etcdlite`]: etcd-lite's internal member-to-member protocol and on-disk records.
 //! - [`api`]: Flotilla's API, `flotilla.api.v1.Resources` (see its .proto for the contract).
-//! - [`agent`]: the node agent's endpoint, `flotilla.agent.v1.Agent`.
+//! - [`agent`]: the node agent's endpoint, `flotilla.agent.v1.Agent`, and the Secret whose
+//!   token its callers present.
 //! - [`cri`]: the Kubernetes Container Runtime Interface (`runtime.v1`), the part the agent
 //!   uses to drive containerd.
 
@@ -48,6 +49,10 @@ pub mod flotilla {
         /// Version 1 of the agent's endpoint.
         pub mod v1 {
             tonic::include_proto!("flotilla.agent.v1");
+
+            /// The Secret (namespace, name) whose `token` the API server presents to
+            /// agents and agents accept: the API server creates it, agents only read it.
+            pub const PROXY_SECRET: (&str, &str) = ("kube-system", "flotilla-agent-proxy");
         }
     }
     /// Flotilla's API packages.
