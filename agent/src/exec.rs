@@ -3,34 +3,28 @@
 //! `flotilla.api.v1.ExecResponse`: everything the command wrote to stdout, then to stderr
 //! (each whole, not interleaved), its exit code, and the container it ran in. A command
 //! that ran is a success whatever its exit code; the call fails only when it could not
-//! run, did not finish in time, or wrote more than [`MAX_OUTPUT`].
+//! run, did not finish in time, or wrote more than [`MAX_OUTPUT`]. The request is checked
+//! as the API server checks it ([`flotilla_proto::exec`]), since a caller holding the
+//! proxy token can come here directly.
 
 use std::time::Duration;
 
 use flotilla_proto::api::{ExecRequest, ExecResponse};
+use flotilla_proto::exec::{InvalidExecRequest, MAX_OUTPUT};
 use tonic::Status;
 
 use crate::pod_containers;
 use crate::runtime::{ContainerState, ContainerStatus, Runtime, RuntimeError};
 
-/// How long a command may run when the request does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest a request may ask for.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
-/// The most output (stdout and stderr together) one answer carries.
-pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 /// How long past its timeout a runtime gets to report before the agent stops waiting.
 const RUNTIME_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a command was not run, or its outcome cannot be returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The request names no program.
-    #[error("you must specify at least one command for the container")]
-    NoCommand,
-    /// The timeout is negative or above [`MAX_TIMEOUT`].
-    #[error("timeout_seconds {0} is out of range: 1 to {max} (0 for {default})", max = MAX_TIMEOUT.as_secs(), default = DEFAULT_TIMEOUT.as_secs())]
-    TimeoutOutOfRange(i64),
+    /// The request's command or timeout is not one that can be run.
+    #[error(transparent)]
+    Invalid(#[from] InvalidExecRequest),
     /// The runtime holds no container of the pod.
     #[error("pod {pod} has no containers on this node")]
     NoContainers {
@@ -94,8 +88,7 @@ impl ExecError {
     pub fn to_status(&self) -> Status {
         let msg = self.to_string();
         match self {
-            ExecError::NoCommand
-            | ExecError::TimeoutOutOfRange(_)
+            ExecError::Invalid(_)
             | ExecError::ContainerRequired { .. }
             | ExecError::UnknownContainer { .. }
             | ExecError::CannotStart(_) => Status::invalid_argument(msg),
@@ -107,15 +100,6 @@ impl ExecError {
             ExecError::OutputTooLarge(_) => Status::resource_exhausted(msg),
             ExecError::Runtime(_) => Status::internal(msg),
         }
-    }
-}
-
-/// The timeout a request asks for: 0 means [`DEFAULT_TIMEOUT`].
-pub fn timeout_of(seconds: i64) -> Result<Duration, ExecError> {
-    match u64::try_from(seconds) {
-        Ok(0) => Ok(DEFAULT_TIMEOUT),
-        Ok(s) if s <= MAX_TIMEOUT.as_secs() => Ok(Duration::from_secs(s)),
-        _ => Err(ExecError::TimeoutOutOfRange(seconds)),
     }
 }
 
@@ -158,10 +142,7 @@ pub fn pick<'a>(
 
 /// Runs the request's command in its container and returns what it did.
 pub async fn run<R: Runtime>(runtime: &R, r: ExecRequest) -> Result<ExecResponse, ExecError> {
-    if r.command.first().is_none_or(String::is_empty) {
-        return Err(ExecError::NoCommand);
-    }
-    let timeout = timeout_of(r.timeout_seconds)?;
+    let timeout = flotilla_proto::exec::check(&r)?;
     let pod = format!("{}/{}", r.namespace, r.name);
     let containers = pod_containers::of_pod(runtime, &r.namespace, &r.name, &r.pod_uid).await?;
     let c = pick(&containers, &pod, &r.container)?;
@@ -208,17 +189,6 @@ mod tests {
             message: String::new(),
             log_path: Default::default(),
             image_id: String::new(),
-        }
-    }
-
-    #[test]
-    fn the_timeout_defaults_to_a_minute_and_is_bounded() {
-        assert_eq!(timeout_of(0).expect("default"), DEFAULT_TIMEOUT);
-        assert_eq!(timeout_of(5).expect("five"), Duration::from_secs(5));
-        assert_eq!(timeout_of(600).expect("max"), MAX_TIMEOUT);
-        for bad in [-1, 601, i64::MAX] {
-            let e = timeout_of(bad).expect_err("out of range");
-            assert!(e.to_string().contains("1 to 600"), "{e}");
         }
     }
 
@@ -296,11 +266,28 @@ mod tests {
         };
         let e = run(&rt, other_pod).await.expect_err("another pod");
         assert!(matches!(e, ExecError::NoContainers { .. }), "{e}");
+        // A caller that goes around the API server is held to the same checks.
         let empty = ExecRequest {
             command: Vec::new(),
-            ..req
+            ..req.clone()
         };
         let e = run(&rt, empty).await.expect_err("no command");
-        assert!(matches!(e, ExecError::NoCommand), "{e}");
+        assert!(
+            matches!(e, ExecError::Invalid(InvalidExecRequest::NoCommand)),
+            "{e}"
+        );
+        let too_long = ExecRequest {
+            timeout_seconds: 601,
+            ..req
+        };
+        let e = run(&rt, too_long).await.expect_err("timeout out of range");
+        assert!(
+            matches!(
+                e,
+                ExecError::Invalid(InvalidExecRequest::TimeoutOutOfRange(601))
+            ),
+            "{e}"
+        );
+        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
     }
 }

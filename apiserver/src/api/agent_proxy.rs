@@ -15,8 +15,8 @@ use crate::error::{ApiError, Reason};
 
 /// How long reaching an agent may take.
 pub const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest answer read from an agent (exec output, with room for framing).
-pub const MAX_AGENT_MESSAGE: usize = 17 * 1024 * 1024;
+/// The largest answer read from an agent: exec's output, with room for framing.
+pub const MAX_AGENT_MESSAGE: usize = flotilla_proto::exec::MAX_OUTPUT + 1024 * 1024;
 
 /// A reference to an object, for internal reads.
 pub(crate) fn object(api_version: &str, resource: &str, namespace: &str, name: &str) -> ObjectRef {

@@ -12,10 +12,6 @@ use super::Api;
 use super::agent_proxy::{agent_error, object};
 use crate::error::ApiError;
 
-/// How long a command may run when the request does not say.
-pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest a request may ask for.
-pub const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long past the command's timeout the agent gets to answer (connecting, reporting a
 /// command it had to stop).
 const AGENT_GRACE: Duration = Duration::from_secs(10);
@@ -31,23 +27,10 @@ pub struct ExecTarget {
     pub uid: String,
 }
 
-/// The request's command and timeout, checked; returns the timeout.
+/// The request's command and timeout, checked as the agent checks them; returns the
+/// timeout.
 pub fn check_request(req: &ExecRequest) -> Result<Duration, ApiError> {
-    if req.command.first().is_none_or(String::is_empty) {
-        return Err(ApiError::bad_request(
-            "you must specify at least one command for the container",
-        ));
-    }
-    match u64::try_from(req.timeout_seconds) {
-        Ok(0) => Ok(DEFAULT_EXEC_TIMEOUT),
-        Ok(s) if s <= MAX_EXEC_TIMEOUT.as_secs() => Ok(Duration::from_secs(s)),
-        _ => Err(ApiError::bad_request(format!(
-            "timeoutSeconds {} is out of range: 1 to {} (0 for {})",
-            req.timeout_seconds,
-            MAX_EXEC_TIMEOUT.as_secs(),
-            DEFAULT_EXEC_TIMEOUT.as_secs()
-        ))),
-    }
+    flotilla_proto::exec::check(req).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Where a command for container `container` (empty: the first) of `pod` runs, or why it
@@ -144,32 +127,22 @@ mod tests {
         })
     }
 
-    fn request(command: &[&str], timeout_seconds: i64) -> ExecRequest {
-        ExecRequest {
-            command: command.iter().map(|s| s.to_string()).collect(),
-            timeout_seconds,
-            ..Default::default()
-        }
-    }
-
     #[test]
-    fn a_command_is_required_and_the_timeout_bounded() {
-        let e = check_request(&request(&[], 0)).expect_err("empty");
+    fn a_bad_command_or_timeout_is_a_bad_request_naming_it() {
+        let e = check_request(&ExecRequest::default()).expect_err("no command");
         assert_eq!(e.reason, Reason::BadRequest);
         assert!(e.message.contains("at least one command"), "{}", e.message);
-        assert!(check_request(&request(&[""], 0)).is_err());
+        let too_long = ExecRequest {
+            command: vec!["ls".into()],
+            timeout_seconds: 601,
+            ..Default::default()
+        };
+        let e = check_request(&too_long).expect_err("out of range");
+        assert_eq!(e.reason, Reason::BadRequest);
         assert_eq!(
-            check_request(&request(&["ls"], 0)).expect("default"),
-            DEFAULT_EXEC_TIMEOUT
+            e.message,
+            "timeoutSeconds 601 is out of range: 1 to 600 (0 for 60)"
         );
-        assert_eq!(
-            check_request(&request(&["ls"], 5)).expect("five"),
-            Duration::from_secs(5)
-        );
-        for bad in [-1, 601] {
-            let e = check_request(&request(&["ls"], bad)).expect_err("out of range");
-            assert!(e.message.contains("1 to 600"), "{}", e.message);
-        }
     }
 
     #[test]
