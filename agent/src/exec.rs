@@ -42,7 +42,8 @@ pub enum ExecError {
     /// The command did not finish in time and was stopped.
     #[error("the command did not finish within {0:?}")]
     TimedOut(Duration),
-    /// The command wrote more than one answer carries.
+    /// The command wrote more than one answer carries (at least this many bytes: a
+    /// runtime may stop it as soon as it passes the limit).
     #[error(
         "the command wrote {0} bytes, more than exec returns ({MAX_OUTPUT}): redirect its output to a file in the container"
     )]
@@ -57,6 +58,7 @@ impl From<RuntimeError> for ExecError {
         match e {
             RuntimeError::TimedOut(d) => ExecError::TimedOut(d),
             RuntimeError::StartFailed(m) => ExecError::CannotStart(m),
+            RuntimeError::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
             other => ExecError::Runtime(other),
         }
     }
@@ -103,6 +105,8 @@ pub async fn run<R: Runtime>(runtime: &R, r: ExecRequest) -> Result<ExecResponse
     )
     .await
     .map_err(|_| ExecError::TimedOut(timeout))??;
+    // The process runtime stops a command at the limit; a runtime that buffers all of
+    // it (containerd) is checked here.
     let written = out.stdout.len() + out.stderr.len();
     if written > MAX_OUTPUT {
         return Err(ExecError::OutputTooLarge(written));
@@ -154,7 +158,7 @@ mod tests {
                 tonic::Code::DeadlineExceeded,
             ),
             (
-                ExecError::OutputTooLarge(MAX_OUTPUT + 1),
+                ExecError::from(RuntimeError::OutputTooLarge(MAX_OUTPUT + 1)),
                 tonic::Code::ResourceExhausted,
             ),
             (
@@ -169,6 +173,8 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(e.to_status().code(), code, "{e}");
         }
+        let e = ExecError::from(RuntimeError::OutputTooLarge(MAX_OUTPUT + 1));
+        assert!(e.to_string().contains("more than exec returns"), "{e}");
     }
 
     #[tokio::test]
