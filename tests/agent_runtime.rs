@@ -248,6 +248,21 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits until the process whose pid an exec'd script wrote to `pidfile` is killed.
+async fn background_child_killed(pidfile: &Path) {
+    let pid: i32 = std::fs::read_to_string(pidfile)
+        .expect("the script wrote its child's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    inproc::wait_until(
+        Duration::from_secs(5),
+        "the command's background child is killed",
+        || async move { (!alive(pid)).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_timed_out_exec_stops_everything_it_started() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -265,17 +280,35 @@ async fn a_timed_out_exec_stops_everything_it_started() {
         .await
         .expect_err("times out");
     assert!(matches!(e, RuntimeError::TimedOut(_)), "{e:?}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("the script wrote its child's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    inproc::wait_until(
-        Duration::from_secs(5),
-        "the command's background child is killed",
-        || async move { (!alive(pid)).then_some(()) },
-    )
-    .await;
+    background_child_killed(&pidfile).await;
+    rt.stop_container(&id, Duration::ZERO).await.expect("stop");
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+}
+
+#[tokio::test]
+async fn an_exec_writing_without_end_is_stopped_at_the_output_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+    let id = run(&rt, &sb, &sh("long", "while true; do sleep 0.05; done")).await;
+    let pidfile = dir.path().join("background.pid");
+    let script = format!("sleep 30 & echo $! > {}; exec yes", pidfile.display());
+    let started = std::time::Instant::now();
+    let e = rt
+        .exec_sync(
+            &id,
+            &["sh".into(), "-c".into(), script],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect_err("too much output");
+    assert!(matches!(e, RuntimeError::OutputTooLarge(_)), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped after {:?}, not at the limit",
+        started.elapsed()
+    );
+    background_child_killed(&pidfile).await;
     rt.stop_container(&id, Duration::ZERO).await.expect("stop");
     rt.remove_pod_sandbox(&sb).await.expect("remove");
 }

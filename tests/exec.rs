@@ -316,6 +316,26 @@ async fn commands_run_in_containers_and_their_output_and_exit_codes_come_back() 
         .to_string();
     assert!(e.contains("did not finish within 1s"), "{e}");
 
+    // One that writes without end is stopped at exec's output limit, not at its timeout.
+    let endless = ExecParams {
+        command: vec!["yes".into()],
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let e = c
+        .client
+        .exec("default", "two", &endless)
+        .await
+        .expect_err("too much output")
+        .to_string();
+    assert!(e.contains("more than exec returns"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+
     // No credentials: the API server refuses, and so does the agent itself.
     let anonymous = c.h.client_with(None).await;
     let request = ExecRequest {

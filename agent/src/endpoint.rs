@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use flotilla_client::Client;
+use flotilla_proto::agent::PROXY_SECRET;
 use flotilla_proto::agent::agent_server::Agent;
 use flotilla_proto::api::{ExecRequest, ExecResponse, LogsChunk, LogsRequest};
 use k8s_openapi::api::core::v1::Secret;
@@ -12,9 +13,6 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::runtime::Runtime;
-
-/// The Secret holding the token the API server presents.
-pub const PROXY_SECRET: (&str, &str) = ("kube-system", "flotilla-agent-proxy");
 
 /// Checks that a caller presents the API server's token.
 pub struct ProxyAuth {

@@ -3,58 +3,31 @@
 //! `flotilla.api.v1.ExecResponse`: everything the command wrote to stdout, then to stderr
 //! (each whole, not interleaved), its exit code, and the container it ran in. A command
 //! that ran is a success whatever its exit code; the call fails only when it could not
-//! run, did not finish in time, or wrote more than [`MAX_OUTPUT`].
+//! run, did not finish in time, or wrote more than [`MAX_OUTPUT`]. The request is checked
+//! as the API server checks it ([`flotilla_proto::exec`]), since a caller holding the
+//! proxy token can come here directly.
 
 use std::time::Duration;
 
 use flotilla_proto::api::{ExecRequest, ExecResponse};
+use flotilla_proto::exec::{InvalidExecRequest, MAX_OUTPUT};
 use tonic::Status;
 
-use crate::pod_containers;
+use crate::pod_containers::{self, Instances, LookupError};
 use crate::runtime::{ContainerState, ContainerStatus, Runtime, RuntimeError};
 
-/// How long a command may run when the request does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest a request may ask for.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
-/// The most output (stdout and stderr together) one answer carries.
-pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 /// How long past its timeout a runtime gets to report before the agent stops waiting.
 const RUNTIME_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a command was not run, or its outcome cannot be returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The request names no program.
-    #[error("you must specify at least one command for the container")]
-    NoCommand,
-    /// The timeout is negative or above [`MAX_TIMEOUT`].
-    #[error("timeout_seconds {0} is out of range: 1 to {max} (0 for {default})", max = MAX_TIMEOUT.as_secs(), default = DEFAULT_TIMEOUT.as_secs())]
-    TimeoutOutOfRange(i64),
-    /// The runtime holds no container of the pod.
-    #[error("pod {pod} has no containers on this node")]
-    NoContainers {
-        /// namespace/name.
-        pod: String,
-    },
-    /// No container named, and the pod has several.
-    #[error("a container name must be specified for pod {pod}, choose one of: [{names}]")]
-    ContainerRequired {
-        /// namespace/name.
-        pod: String,
-        /// Its containers, space-separated.
-        names: String,
-    },
-    /// The pod has no container of that name.
-    #[error("container {container} is not valid for pod {pod}; its containers: {names}")]
-    UnknownContainer {
-        /// The name asked for.
-        container: String,
-        /// namespace/name.
-        pod: String,
-        /// Its containers, comma-separated.
-        names: String,
-    },
+    /// The request's command or timeout is not one that can be run.
+    #[error(transparent)]
+    Invalid(#[from] InvalidExecRequest),
+    /// The container named is not among the pod's on this node.
+    #[error(transparent)]
+    Container(#[from] LookupError),
     /// The container exists but does not run (not yet started, or ended).
     #[error("container {container} in pod {pod} is not running")]
     NotRunning {
@@ -69,7 +42,8 @@ pub enum ExecError {
     /// The command did not finish in time and was stopped.
     #[error("the command did not finish within {0:?}")]
     TimedOut(Duration),
-    /// The command wrote more than one answer carries.
+    /// The command wrote more than one answer carries (at least this many bytes: a
+    /// runtime may stop it as soon as it passes the limit).
     #[error(
         "the command wrote {0} bytes, more than exec returns ({MAX_OUTPUT}): redirect its output to a file in the container"
     )]
@@ -84,6 +58,7 @@ impl From<RuntimeError> for ExecError {
         match e {
             RuntimeError::TimedOut(d) => ExecError::TimedOut(d),
             RuntimeError::StartFailed(m) => ExecError::CannotStart(m),
+            RuntimeError::OutputTooLarge(n) => ExecError::OutputTooLarge(n),
             other => ExecError::Runtime(other),
         }
     }
@@ -94,14 +69,9 @@ impl ExecError {
     pub fn to_status(&self) -> Status {
         let msg = self.to_string();
         match self {
-            ExecError::NoCommand
-            | ExecError::TimeoutOutOfRange(_)
-            | ExecError::ContainerRequired { .. }
-            | ExecError::UnknownContainer { .. }
-            | ExecError::CannotStart(_) => Status::invalid_argument(msg),
-            ExecError::NoContainers { .. } | ExecError::Runtime(RuntimeError::NotFound(_)) => {
-                Status::not_found(msg)
-            }
+            ExecError::Container(e) => e.to_status(),
+            ExecError::Invalid(_) | ExecError::CannotStart(_) => Status::invalid_argument(msg),
+            ExecError::Runtime(RuntimeError::NotFound(_)) => Status::not_found(msg),
             ExecError::NotRunning { .. } => Status::failed_precondition(msg),
             ExecError::TimedOut(_) => Status::deadline_exceeded(msg),
             ExecError::OutputTooLarge(_) => Status::resource_exhausted(msg),
@@ -110,61 +80,24 @@ impl ExecError {
     }
 }
 
-/// The timeout a request asks for: 0 means [`DEFAULT_TIMEOUT`].
-pub fn timeout_of(seconds: i64) -> Result<Duration, ExecError> {
-    match u64::try_from(seconds) {
-        Ok(0) => Ok(DEFAULT_TIMEOUT),
-        Ok(s) if s <= MAX_TIMEOUT.as_secs() => Ok(Duration::from_secs(s)),
-        _ => Err(ExecError::TimeoutOutOfRange(seconds)),
-    }
-}
-
-/// The running instance of the container `wanted` (empty: the pod's only container) among
-/// every instance the runtime holds for pod `pod`.
-pub fn pick<'a>(
-    containers: &'a [ContainerStatus],
-    pod: &str,
-    wanted: &str,
-) -> Result<&'a ContainerStatus, ExecError> {
-    let names = pod_containers::names(containers);
-    let name = match (wanted, names.as_slice()) {
-        (_, []) => return Err(ExecError::NoContainers { pod: pod.into() }),
-        ("", [one]) => one.as_str(),
-        ("", many) => {
-            return Err(ExecError::ContainerRequired {
-                pod: pod.into(),
-                names: many.join(" "),
-            });
-        }
-        (w, _) if !names.iter().any(|n| n == w) => {
-            return Err(ExecError::UnknownContainer {
-                container: w.into(),
-                pod: pod.into(),
-                names: names.join(", "),
-            });
-        }
-        (w, _) => w,
-    };
-    containers
-        .iter()
-        .filter(|c| c.config.name == name)
-        .max_by_key(|c| c.config.attempt)
-        .filter(|c| c.state == ContainerState::Running)
-        .ok_or_else(|| ExecError::NotRunning {
-            container: name.into(),
+/// The instance a command runs in: the newest, when it is running.
+fn running(found: Instances, pod: &str) -> Result<ContainerStatus, ExecError> {
+    if found.newest.state != ContainerState::Running {
+        return Err(ExecError::NotRunning {
+            container: found.newest.config.name,
             pod: pod.into(),
-        })
+        });
+    }
+    Ok(found.newest)
 }
 
 /// Runs the request's command in its container and returns what it did.
 pub async fn run<R: Runtime>(runtime: &R, r: ExecRequest) -> Result<ExecResponse, ExecError> {
-    if r.command.first().is_none_or(String::is_empty) {
-        return Err(ExecError::NoCommand);
-    }
-    let timeout = timeout_of(r.timeout_seconds)?;
+    let timeout = flotilla_proto::exec::check(&r)?;
     let pod = format!("{}/{}", r.namespace, r.name);
-    let containers = pod_containers::of_pod(runtime, &r.namespace, &r.name, &r.pod_uid).await?;
-    let c = pick(&containers, &pod, &r.container)?;
+    let found =
+        pod_containers::lookup(runtime, &r.namespace, &r.name, &r.pod_uid, &r.container).await?;
+    let c = running(found, &pod)?;
     // The runtime enforces the timeout; this bounds a runtime that does not.
     let out = tokio::time::timeout(
         timeout + RUNTIME_GRACE,
@@ -172,6 +105,8 @@ pub async fn run<R: Runtime>(runtime: &R, r: ExecRequest) -> Result<ExecResponse
     )
     .await
     .map_err(|_| ExecError::TimedOut(timeout))??;
+    // The process runtime stops a command at the limit; a runtime that buffers all of
+    // it (containerd) is checked here.
     let written = out.stdout.len() + out.stderr.len();
     if written > MAX_OUTPUT {
         return Err(ExecError::OutputTooLarge(written));
@@ -180,80 +115,66 @@ pub async fn run<R: Runtime>(runtime: &R, r: ExecRequest) -> Result<ExecResponse
         stdout: out.stdout.into(),
         stderr: out.stderr.into(),
         exit_code: out.exit_code,
-        container: c.config.name.clone(),
+        container: c.config.name,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod_containers::tests::status;
     use crate::runtime::fake::FakeRuntime;
     use crate::runtime::{ContainerConfig, SandboxConfig};
 
-    fn status(name: &str, attempt: u32, state: ContainerState) -> ContainerStatus {
-        ContainerStatus {
-            id: format!("{name}-{attempt}"),
-            sandbox_id: "sb".into(),
-            config: ContainerConfig {
-                name: name.into(),
-                attempt,
-                ..Default::default()
-            },
-            state,
-            created_at: String::new(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            log_path: Default::default(),
-            image_id: String::new(),
-        }
-    }
-
     #[test]
-    fn the_timeout_defaults_to_a_minute_and_is_bounded() {
-        assert_eq!(timeout_of(0).expect("default"), DEFAULT_TIMEOUT);
-        assert_eq!(timeout_of(5).expect("five"), Duration::from_secs(5));
-        assert_eq!(timeout_of(600).expect("max"), MAX_TIMEOUT);
-        for bad in [-1, 601, i64::MAX] {
-            let e = timeout_of(bad).expect_err("out of range");
-            assert!(e.to_string().contains("1 to 600"), "{e}");
-        }
-    }
-
-    #[test]
-    fn the_newest_running_instance_of_the_named_container_is_picked() {
-        let all = [
-            status("main", 0, ContainerState::Exited),
-            status("main", 1, ContainerState::Running),
-            status("side", 0, ContainerState::Running),
-        ];
-        assert_eq!(pick(&all, "ns/p", "main").expect("main").id, "main-1");
-        assert_eq!(pick(&all, "ns/p", "side").expect("side").id, "side-0");
-        let only = [status("main", 0, ContainerState::Running)];
-        assert_eq!(pick(&only, "ns/p", "").expect("default").id, "main-0");
-    }
-
-    #[test]
-    fn a_container_that_is_missing_ambiguous_or_stopped_is_named_in_the_error() {
-        let all = [
-            status("main", 0, ContainerState::Running),
-            status("side", 0, ContainerState::Exited),
-        ];
-        let e = pick(&all, "ns/p", "nope").expect_err("unknown");
-        assert_eq!(
-            e.to_string(),
-            "container nope is not valid for pod ns/p; its containers: main, side"
-        );
-        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
-        let e = pick(&all, "ns/p", "").expect_err("ambiguous");
-        assert!(e.to_string().contains("choose one of: [main side]"), "{e}");
-        let e = pick(&all, "ns/p", "side").expect_err("stopped");
+    fn the_newest_instance_runs_the_command_only_while_it_runs() {
+        let restarted = Instances {
+            newest: status("main", 1, ContainerState::Running),
+            older: vec![status("main", 0, ContainerState::Exited)],
+        };
+        assert_eq!(running(restarted, "ns/p").expect("running").id, "main-1");
+        let stopped = Instances {
+            newest: status("side", 1, ContainerState::Exited),
+            older: vec![status("side", 0, ContainerState::Running)],
+        };
+        let e = running(stopped, "ns/p").expect_err("stopped");
         assert_eq!(e.to_string(), "container side in pod ns/p is not running");
         assert_eq!(e.to_status().code(), tonic::Code::FailedPrecondition);
-        let e = pick(&[], "ns/p", "main").expect_err("none");
-        assert_eq!(e.to_status().code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn errors_map_to_the_statuses_the_api_server_expects() {
+        let cases = [
+            (
+                ExecError::from(InvalidExecRequest::NoCommand),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ExecError::from(RuntimeError::StartFailed("nope".into())),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ExecError::from(RuntimeError::TimedOut(Duration::from_secs(1))),
+                tonic::Code::DeadlineExceeded,
+            ),
+            (
+                ExecError::from(RuntimeError::OutputTooLarge(MAX_OUTPUT + 1)),
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                ExecError::from(RuntimeError::NotFound("container c".into())),
+                tonic::Code::NotFound,
+            ),
+            (
+                ExecError::from(RuntimeError::Io("disk".into())),
+                tonic::Code::Internal,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.to_status().code(), code, "{e}");
+        }
+        let e = ExecError::from(RuntimeError::OutputTooLarge(MAX_OUTPUT + 1));
+        assert!(e.to_string().contains("more than exec returns"), "{e}");
     }
 
     #[tokio::test]
@@ -295,12 +216,32 @@ mod tests {
             ..req.clone()
         };
         let e = run(&rt, other_pod).await.expect_err("another pod");
-        assert!(matches!(e, ExecError::NoContainers { .. }), "{e}");
+        assert!(
+            matches!(e, ExecError::Container(LookupError::NoContainers { .. })),
+            "{e}"
+        );
+        // A caller that goes around the API server is held to the same checks.
         let empty = ExecRequest {
             command: Vec::new(),
-            ..req
+            ..req.clone()
         };
         let e = run(&rt, empty).await.expect_err("no command");
-        assert!(matches!(e, ExecError::NoCommand), "{e}");
+        assert!(
+            matches!(e, ExecError::Invalid(InvalidExecRequest::NoCommand)),
+            "{e}"
+        );
+        let too_long = ExecRequest {
+            timeout_seconds: 601,
+            ..req
+        };
+        let e = run(&rt, too_long).await.expect_err("timeout out of range");
+        assert!(
+            matches!(
+                e,
+                ExecError::Invalid(InvalidExecRequest::TimeoutOutOfRange(601))
+            ),
+            "{e}"
+        );
+        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
     }
 }

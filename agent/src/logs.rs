@@ -19,54 +19,20 @@ use crate::{cri_log, pod_containers};
 /// How often a followed log is checked for new output.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
-/// The container instance a request is about.
+/// The container instance a request is about: the newest, or the one before it when
+/// the request asks for the previous.
 async fn instance<R: Runtime>(runtime: &R, r: &LogsRequest) -> Result<ContainerStatus, Status> {
-    let pod = format!("{}/{}", r.namespace, r.name);
-    let containers = pod_containers::of_pod(runtime, &r.namespace, &r.name, &r.pod_uid)
+    let found = pod_containers::lookup(runtime, &r.namespace, &r.name, &r.pod_uid, &r.container)
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let names = pod_containers::names(&containers);
-    let name = if r.container.is_empty() {
-        match names.as_slice() {
-            [one] => one.clone(),
-            [] => {
-                return Err(Status::not_found(format!(
-                    "pod {pod} has no containers on this node yet"
-                )));
-            }
-            many => {
-                return Err(Status::invalid_argument(format!(
-                    "a container name must be specified for pod {}, choose one of: [{}]",
-                    r.name,
-                    many.join(" ")
-                )));
-            }
-        }
-    } else {
-        r.container.clone()
-    };
-    let mut mine: Vec<ContainerStatus> = containers
-        .into_iter()
-        .filter(|c| c.config.name == name)
-        .collect();
-    mine.sort_by_key(|c| std::cmp::Reverse(c.config.attempt));
-    let pick = if r.previous {
-        mine.get(1)
-    } else {
-        mine.first()
-    };
-    pick.cloned().ok_or_else(|| {
-        if r.previous {
-            Status::invalid_argument(format!(
-                "previous terminated container {name:?} in pod {:?} not found",
-                r.name
-            ))
-        } else {
-            Status::invalid_argument(format!(
-                "container {name:?} in pod {:?} is not running yet",
-                r.name
-            ))
-        }
+        .map_err(|e| e.to_status())?;
+    if !r.previous {
+        return Ok(found.newest);
+    }
+    found.older.into_iter().next().ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "previous terminated container {:?} in pod {:?} not found",
+            found.newest.config.name, r.name
+        ))
     })
 }
 

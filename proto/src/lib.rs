@@ -4,23 +4,31 @@
 //!   etcd-lite and spoken by every store client.
 //! - [`etcdlite`]: etcd-lite's internal member-to-member protocol and on-disk records.
 //! - [`api`]: Flotilla's API, `flotilla.api.v1.Resources` (see its .proto for the contract).
-//! - [`agent`]: the node agent's endpoint, `flotilla.agent.v1.Agent`.
+//! - [`agent`]: the node agent's endpoint, `flotilla.agent.v1.Agent`, and the Secret whose
+//!   token its callers present.
+//! - [`exec`]: exec's limits and request check, shared by the API server and the agent.
 //! - [`cri`]: the Kubernetes Container Runtime Interface (`runtime.v1`), the part the agent
 //!   uses to drive containerd.
 
-#![allow(clippy::all, missing_docs)]
+pub mod exec;
+
+// Lints are relaxed on the generated modules only, so that hand-written code here (exec)
+// is held to the workspace's.
 
 /// The Container Runtime Interface, v1: RuntimeService and ImageService.
+#[allow(clippy::all, missing_docs)]
 pub mod cri {
     tonic::include_proto!("runtime.v1");
 }
 
 /// etcd's MVCC types: key-values and watch events.
+#[allow(clippy::all, missing_docs)]
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
 }
 
 /// etcd's v3 gRPC services: KV, Watch, Lease, Cluster, Maintenance.
+#[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
@@ -35,6 +43,7 @@ pub use self::flotilla::api::v1 as api;
 pub use self::flotilla::agent::v1 as agent;
 
 /// Flotilla's own protobuf packages, nested as their package names are.
+#[allow(clippy::all, missing_docs)]
 pub mod flotilla {
     /// etcd-lite's internal packages.
     pub mod etcdlite {
@@ -48,6 +57,10 @@ pub mod flotilla {
         /// Version 1 of the agent's endpoint.
         pub mod v1 {
             tonic::include_proto!("flotilla.agent.v1");
+
+            /// The Secret (namespace, name) whose `token` the API server presents to
+            /// agents and agents accept: the API server creates it, agents only read it.
+            pub const PROXY_SECRET: (&str, &str) = ("kube-system", "flotilla-agent-proxy");
         }
     }
     /// Flotilla's API packages.

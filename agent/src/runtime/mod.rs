@@ -33,6 +33,13 @@ pub enum RuntimeError {
     /// A command run in a container did not finish in time (and was stopped).
     #[error("the command did not finish within {0:?}")]
     TimedOut(Duration),
+    /// A command run in a container wrote more than exec returns (at least this many
+    /// bytes, stdout and stderr together) and was stopped.
+    #[error(
+        "the command wrote {0} bytes, more than exec returns ({max})",
+        max = flotilla_proto::exec::MAX_OUTPUT
+    )]
+    OutputTooLarge(usize),
     /// An image could not be pulled (the registry's or the runtime's words).
     #[error("{0}")]
     Pull(String),
@@ -359,7 +366,9 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<ContainerStats, RuntimeError>> + Send;
-    /// Runs a command in a container's context and waits for it (at most `timeout`).
+    /// Runs a command in a container's context and waits for it (at most `timeout`). A
+    /// runtime that reads the command's output itself stops it once it has written more
+    /// than [`flotilla_proto::exec::MAX_OUTPUT`] ([`RuntimeError::OutputTooLarge`]).
     fn exec_sync(
         &self,
         id: &str,

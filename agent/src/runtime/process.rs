@@ -14,7 +14,8 @@
 //! <root>/containers/<id>/exit.json        written by the shim: exit code, reason, time
 //! ```
 
-use std::os::unix::process::ExitStatusExt;
+mod exec;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -206,17 +207,6 @@ impl ProcessRuntime {
                 return Ok(false);
             }
             tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-/// Kills an exec'd command's process group when dropped (unless emptied first).
-struct GroupKiller(Option<i32>);
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
     }
 }
@@ -510,15 +500,7 @@ impl Runtime for ProcessRuntime {
             return Err(RuntimeError::Invalid("exec needs a command".into()));
         };
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so that a timeout or a caller who goes away stops what the
-            // command started too (`sh -c '…'`), not only the command.
-            .process_group(0)
-            .kill_on_drop(true);
+        cmd.args(args).env_clear();
         if !meta.config.env.iter().any(|(k, _)| k == "PATH") {
             cmd.env("PATH", crate::shim::DEFAULT_PATH);
         }
@@ -526,25 +508,6 @@ impl Runtime for ProcessRuntime {
         if let Some(wd) = meta.config.working_dir.as_deref().filter(|w| !w.is_empty()) {
             cmd.current_dir(wd);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| RuntimeError::StartFailed(format!("{program:?}: {e}")))?;
-        let mut group = GroupKiller(child.id().and_then(|p| i32::try_from(p).ok()));
-        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Err(_) => return Err(RuntimeError::TimedOut(timeout)),
-            Ok(Err(e)) => return Err(RuntimeError::Io(format!("waiting for {program:?}: {e}"))),
-            Ok(Ok(out)) => out,
-        };
-        // It ended by itself: what it left running in the background may stay, as in a
-        // container.
-        group.0 = None;
-        Ok(ExecResult {
-            exit_code: out
-                .status
-                .code()
-                .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        exec::run(cmd, timeout, flotilla_proto::exec::MAX_OUTPUT).await
     }
 }

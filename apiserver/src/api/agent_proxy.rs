@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use flotilla_proto::agent::PROXY_SECRET;
 use flotilla_proto::agent::agent_client::AgentClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -12,12 +13,10 @@ use tonic::transport::Channel;
 use super::{Api, ObjectRef};
 use crate::error::{ApiError, Reason};
 
-/// The Secret whose token the server presents to agents.
-pub const PROXY_SECRET: (&str, &str) = ("kube-system", "flotilla-agent-proxy");
 /// How long reaching an agent may take.
 pub const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest answer read from an agent (exec output, with room for framing).
-pub const MAX_AGENT_MESSAGE: usize = 17 * 1024 * 1024;
+/// The largest answer read from an agent: exec's output, with room for framing.
+pub const MAX_AGENT_MESSAGE: usize = flotilla_proto::exec::MAX_OUTPUT + 1024 * 1024;
 
 /// A reference to an object, for internal reads.
 pub(crate) fn object(api_version: &str, resource: &str, namespace: &str, name: &str) -> ObjectRef {
@@ -30,11 +29,14 @@ pub(crate) fn object(api_version: &str, resource: &str, namespace: &str, name: &
     }
 }
 
-fn token_of(secret: &Value) -> Option<String> {
+/// The token in the proxy Secret `secret`.
+fn token_of(secret: &Value) -> Result<String, ApiError> {
     use base64::Engine;
-    let b64 = secret["data"]["token"].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(bytes).ok()
+    secret["data"]["token"]
+        .as_str()
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::internal("the agent proxy Secret has no token"))
 }
 
 /// The agent's address in a Node object: `http://<InternalIP>:<agent port>`.
@@ -80,10 +82,7 @@ impl Api {
     pub async fn agent_proxy_token(&self) -> Result<String, ApiError> {
         let r = object("v1", "secrets", PROXY_SECRET.0, PROXY_SECRET.1);
         match self.get(&r, "0").await {
-            Ok(s) => {
-                return token_of(&s)
-                    .ok_or_else(|| ApiError::internal("the agent proxy Secret has no token"));
-            }
+            Ok(s) => return token_of(&s),
             Err(e) if e.reason == Reason::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -102,11 +101,7 @@ impl Api {
         {
             Ok(_) => Ok(token),
             // Another server made it first: use theirs.
-            Err(e) if e.reason == Reason::AlreadyExists => {
-                let s = self.get(&r, "").await?;
-                token_of(&s)
-                    .ok_or_else(|| ApiError::internal("the agent proxy Secret has no token"))
-            }
+            Err(e) if e.reason == Reason::AlreadyExists => token_of(&self.get(&r, "").await?),
             Err(e) => Err(e),
         }
     }

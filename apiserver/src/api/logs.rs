@@ -7,39 +7,18 @@ use futures::StreamExt;
 use tonic::codegen::BoxStream;
 
 use super::Api;
-use super::agent_proxy::{agent_error, object};
+use super::agent_proxy::agent_error;
+use super::pod_target::Subresource;
 use crate::error::ApiError;
 
 impl Api {
     /// The log of a container of pod `req.namespace/req.name`, from its node's agent.
     pub async fn logs(&self, mut req: LogsRequest) -> Result<BoxStream<LogsChunk>, ApiError> {
-        let pod = self
-            .get(&object("v1", "pods", &req.namespace, &req.name), "")
+        let target = self
+            .pod_target(&req.namespace, &req.name, &req.container, Subresource::Log)
             .await?;
-        let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-            return Err(ApiError::bad_request(format!(
-                "pod {} does not have a host assigned",
-                req.name
-            )));
-        };
-        if !req.container.is_empty() {
-            let names: Vec<&str> = ["initContainers", "containers"]
-                .iter()
-                .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
-                .filter_map(|c| c["name"].as_str())
-                .collect();
-            if !names.contains(&req.container.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "container {} is not valid for pod {}",
-                    req.container, req.name
-                )));
-            }
-        }
-        req.pod_uid = pod["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let mut agent = self.agent_of(node_name).await?;
+        req.pod_uid = target.uid;
+        let mut agent = self.agent_of(&target.node).await?;
         let call = self.agent_request(req).await?;
         let stream = agent
             .container_logs(call)

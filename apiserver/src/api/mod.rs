@@ -7,7 +7,7 @@
 //!   finishing a namespace's deletion
 //! - [`scale`]: the autoscaling/v1 Scale view of ReplicaSets and Deployments
 //! - [`logs`], [`exec`]: the pod subresources served by the pod's node agent, reached
-//!   through [`agent_proxy`]
+//!   through [`agent_proxy`], each checked against its pod by [`pod_target`]
 
 pub mod agent_proxy;
 pub mod bind;
@@ -17,6 +17,7 @@ pub mod evict;
 pub mod exec;
 pub mod logs;
 pub mod namespaces;
+pub mod pod_target;
 pub mod read;
 pub mod replace;
 pub mod scale;
