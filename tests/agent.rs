@@ -747,3 +747,64 @@ async fn a_restarted_agent_adopts_running_pods() {
     c.delete_pod_and_wait("long").await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_run_after_start_and_before_stop() {
+    let c = Cluster::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("journal");
+    let note = |what: &str| json!({"exec": {"command": ["sh", "-c", format!("echo {what} >> {}", journal.display())]}});
+    // The container notes SIGTERM in the same journal as its hooks.
+    let mut p = pod(
+        "hooked",
+        &format!(
+            "trap 'echo term >> {}; exit 0' TERM; while true; do sleep 0.1; done",
+            journal.display()
+        ),
+        "Always",
+    );
+    p["spec"]["containers"][0]["lifecycle"] =
+        json!({"postStart": note("poststart"), "preStop": note("prestop")});
+    c.create(p).await;
+    c.pod_until("hooked", "the hooked pod runs", |p| phase(p) == "Running")
+        .await;
+    let read = || std::fs::read_to_string(&journal).unwrap_or_default();
+    assert_eq!(
+        read(),
+        "poststart\n",
+        "postStart ran once the container started"
+    );
+
+    // preStop runs before the container is asked to stop.
+    c.delete_pod_and_wait("hooked").await;
+    assert_eq!(read(), "poststart\nprestop\nterm\n");
+
+    // A failing postStart kills the container, which restarts, and says why.
+    let mut failing = pod("failing", "while true; do sleep 0.1; done", "Always");
+    failing["spec"]["containers"][0]["lifecycle"] =
+        json!({"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}}});
+    c.create(failing).await;
+    c.pod_until("failing", "the container is restarted", |p| {
+        main_status(p).is_some_and(|s| s.restart_count >= 1)
+    })
+    .await;
+    let events = c
+        .client
+        .api::<k8s_openapi::api::core::v1::Event>("default")
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items;
+    let failed = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("FailedPostStartHook"))
+        .expect("a FailedPostStartHook event");
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("exited with 3")),
+        "{failed:?}"
+    );
+    c.shutdown().await;
+}

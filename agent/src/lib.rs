@@ -9,7 +9,8 @@
 //! - [`pod_worker`]: one pod's reconciliation (sandbox, init and app containers,
 //!   restarts with back-off, graceful deletion); [`status`]: the status it reports;
 //!   [`backoff`]: the wait before a restart or another pull
-//! - [`probe`]: liveness, readiness and startup probes
+//! - [`probe`]: liveness, readiness and startup probes; [`lifecycle_hooks`]: postStart and
+//!   preStop
 //! - [`image_pull`]: images pulled as imagePullPolicy says, with back-off; credentials
 //!   from [`pull_secrets`]; references read by [`image_ref`]
 //! - [`image_gc`]: unused images removed when the image filesystem fills
@@ -38,6 +39,7 @@ pub mod heartbeat;
 pub mod image_gc;
 pub mod image_pull;
 pub mod image_ref;
+pub mod lifecycle_hooks;
 pub mod log_rotation;
 pub mod logs;
 pub mod metrics;

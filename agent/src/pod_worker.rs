@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{self, Backoff};
 use crate::image_pull::{self, EventSink, PullBackoff};
+use crate::lifecycle_hooks::{self, Hook};
 use crate::probe::{Kind, Prober};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeError, SandboxConfig,
@@ -371,6 +372,7 @@ async fn tear_down<R: Runtime>(ctx: &Context<R>, pod: &Pod, grace: Duration) -> 
         .await
         .map_err(|e| e.to_string())?;
     for s in &sandboxes {
+        let grace = pre_stop_all(ctx, pod, s, grace).await;
         ctx.runtime
             .stop_pod_sandbox(&s.id, grace)
             .await
@@ -384,6 +386,43 @@ async fn tear_down<R: Runtime>(ctx: &Context<R>, pod: &Pod, grace: Duration) -> 
         remove_logs(&s.config.log_directory);
     }
     Ok(())
+}
+
+/// Runs the preStop hooks of the sandbox's running containers, all at once, within
+/// `grace`; returns the grace the stop has left.
+async fn pre_stop_all<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    sandbox: &SandboxStatus,
+    grace: Duration,
+) -> Duration {
+    let specs = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let running = match ctx.runtime.list_containers(Some(&sandbox.id)).await {
+        Ok(cs) => cs,
+        Err(e) => {
+            tracing::warn!(pod = %pod_label(pod), error = %e, "listing containers for preStop hooks");
+            return grace;
+        }
+    };
+    let hooks: Vec<_> = running
+        .iter()
+        .filter(|r| r.state == ContainerState::Running)
+        .filter_map(|r| {
+            let c = specs.iter().find(|c| c.name == r.config.name)?;
+            Hook::PreStop.handler(c)?;
+            Some(pre_stop(ctx, pod, c, &r.id, &sandbox.ip, grace))
+        })
+        .collect();
+    if hooks.is_empty() {
+        return grace;
+    }
+    let started = Instant::now();
+    futures::future::join_all(hooks).await;
+    lifecycle_hooks::grace_left(grace, started)
 }
 
 /// Removes a gone pod's log directory.
@@ -499,11 +538,62 @@ async fn start<R: Runtime>(
         Err(e) => return Err(e),
     };
     match ctx.runtime.start_container(&id).await {
+        Ok(()) => {}
         // A process that cannot start shows as exited (StartError) and is restarted
         // as the policy says.
-        Ok(()) | Err(RuntimeError::StartFailed(_)) => Ok(Step::Started),
-        Err(e) => Err(e),
+        Err(RuntimeError::StartFailed(_)) => return Ok(Step::Started),
+        Err(e) => return Err(e),
     }
+    if let Some(h) = Hook::PostStart.handler(c) {
+        let hooked = lifecycle_hooks::run(
+            ctx.runtime.as_ref(),
+            &id,
+            &sandbox.ip,
+            c,
+            h,
+            lifecycle_hooks::POST_START_TIMEOUT,
+        )
+        .await;
+        if let Err(why) = hooked {
+            let reason = Hook::PostStart.failure_reason();
+            ctx.event(
+                pod,
+                "Warning",
+                reason,
+                &format!("PostStartHook failed: {why}"),
+            )
+            .await;
+            ctx.runtime.stop_container(&id, grace_of(pod)).await?;
+        }
+    }
+    Ok(Step::Started)
+}
+
+/// Runs container `c`'s preStop hook (instance `id`, pod IP `ip`) if it has one, within
+/// `grace`, reporting a failure; returns the grace its stop has left.
+async fn pre_stop<R: Runtime>(
+    ctx: &Context<R>,
+    pod: &Pod,
+    c: &Container,
+    id: &str,
+    ip: &str,
+    grace: Duration,
+) -> Duration {
+    let Some(h) = Hook::PreStop.handler(c) else {
+        return grace;
+    };
+    let started = Instant::now();
+    if let Err(why) = lifecycle_hooks::run(ctx.runtime.as_ref(), id, ip, c, h, grace).await {
+        let reason = Hook::PreStop.failure_reason();
+        ctx.event(
+            pod,
+            "Warning",
+            reason,
+            &format!("PreStopHook failed: {why}"),
+        )
+        .await;
+    }
+    lifecycle_hooks::grace_left(grace, started)
 }
 
 /// One container's turn: start it, leave it, or restart it after its back-off. Returns
@@ -542,9 +632,8 @@ async fn reconcile_container<R: Runtime>(
             wake = next;
             if let Some(why) = kill {
                 ctx.event(pod, "Normal", "Killing", &why).await;
-                ctx.runtime
-                    .stop_container(&latest.id, grace_of(pod))
-                    .await?;
+                let grace = pre_stop(ctx, pod, c, &latest.id, &sandbox.ip, grace_of(pod)).await;
+                ctx.runtime.stop_container(&latest.id, grace).await?;
                 view.ready = false;
                 wake = Some(Instant::now());
             }

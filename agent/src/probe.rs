@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPGetAction, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -120,13 +120,50 @@ impl Prober {
     ) -> Result<(), String> {
         let timeout = secs(self.probe.timeout_seconds, 1).max(Duration::from_secs(1));
         let p = &self.probe;
-        if let Some(exec) = &p.exec {
+        let action = Action {
+            exec: p.exec.as_ref(),
+            http_get: p.http_get.as_ref(),
+            tcp_socket: p.tcp_socket.as_ref(),
+        };
+        if let Some(result) = action.run(rt, id, ip, c, timeout).await {
+            return result;
+        }
+        if p.grpc.is_some() {
+            return Err("gRPC probes are not supported by this agent".into());
+        }
+        Err("the probe names no action (exec, httpGet or tcpSocket)".into())
+    }
+}
+
+/// What a probe or a lifecycle hook does: a command in the container, an HTTP GET or a
+/// TCP connection to it.
+pub struct Action<'a> {
+    /// A command run in the container's context; it succeeds by exiting 0.
+    pub exec: Option<&'a ExecAction>,
+    /// A GET that succeeds with a status from 200 to 399.
+    pub http_get: Option<&'a HTTPGetAction>,
+    /// A connection that succeeds by being accepted.
+    pub tcp_socket: Option<&'a TCPSocketAction>,
+}
+
+impl Action<'_> {
+    /// Runs the action against container `id` (IP `ip`, spec `c`) for at most `timeout`;
+    /// None when it names none.
+    pub async fn run<R: Runtime>(
+        &self,
+        rt: &R,
+        id: &str,
+        ip: &str,
+        c: &Container,
+        timeout: Duration,
+    ) -> Option<Result<(), String>> {
+        if let Some(exec) = self.exec {
             let argv = exec.command.clone().unwrap_or_default();
-            let out = rt
-                .exec_sync(id, &argv, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            return if out.exit_code == 0 {
+            let out = match rt.exec_sync(id, &argv, timeout).await {
+                Ok(out) => out,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            return Some(if out.exit_code == 0 {
                 Ok(())
             } else {
                 let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -134,59 +171,67 @@ impl Prober {
                     "command {argv:?} exited with {}: {text}",
                     out.exit_code
                 ))
-            };
+            });
         }
-        if let Some(http) = &p.http_get {
-            let host = http
-                .host
-                .clone()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| ip.to_string());
-            let port = port_number(&http.port, c)?;
-            if http
-                .scheme
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-            {
-                return Err("HTTPS probes are not supported by this agent".into());
-            }
-            let path = http
-                .path
-                .clone()
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| "/".into());
-            let headers: String = http
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|h| format!("{}: {}\r\n", h.name, h.value))
-                .collect();
-            return tokio::time::timeout(timeout, http_get(&host, port, &path, &headers))
-                .await
-                .map_err(|_| {
-                    format!("Get \"http://{host}:{port}{path}\": timed out after {timeout:?}")
-                })?;
+        if let Some(http) = self.http_get {
+            return Some(http_action(http, ip, c, timeout).await);
         }
-        if let Some(tcp) = &p.tcp_socket {
+        if let Some(tcp) = self.tcp_socket {
             let host = tcp
                 .host
                 .clone()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| ip.to_string());
-            let port = port_number(&tcp.port, c)?;
-            return match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
-                .await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("dial tcp {host}:{port}: {e}")),
-                Err(_) => Err(format!("dial tcp {host}:{port}: timed out")),
+            let port = match port_number(&tcp.port, c) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e)),
             };
+            return Some(
+                match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("dial tcp {host}:{port}: {e}")),
+                    Err(_) => Err(format!("dial tcp {host}:{port}: timed out")),
+                },
+            );
         }
-        if p.grpc.is_some() {
-            return Err("gRPC probes are not supported by this agent".into());
-        }
-        Err("the probe names no action (exec, httpGet or tcpSocket)".into())
+        None
     }
+}
+
+async fn http_action(
+    http: &HTTPGetAction,
+    ip: &str,
+    c: &Container,
+    timeout: Duration,
+) -> Result<(), String> {
+    let host = http
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| ip.to_string());
+    let port = port_number(&http.port, c)?;
+    if http
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+    {
+        return Err("HTTPS probes are not supported by this agent".into());
+    }
+    let path = http
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let headers: String = http
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| format!("{}: {}\r\n", h.name, h.value))
+        .collect();
+    tokio::time::timeout(timeout, http_get(&host, port, &path, &headers))
+        .await
+        .map_err(|_| format!("Get \"http://{host}:{port}{path}\": timed out after {timeout:?}"))?
 }
 
 /// A probe's port, by number or by the name of one of the container's ports.
