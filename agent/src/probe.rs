@@ -177,11 +177,7 @@ impl Action<'_> {
             return Some(http_action(http, ip, c, timeout).await);
         }
         if let Some(tcp) = self.tcp_socket {
-            let host = tcp
-                .host
-                .clone()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| ip.to_string());
+            let host = target_host(tcp.host.as_deref(), ip);
             let port = match port_number(&tcp.port, c) {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
@@ -199,17 +195,18 @@ impl Action<'_> {
     }
 }
 
+/// The host an action reaches: the one it names, else the pod's IP.
+fn target_host(named: Option<&str>, ip: &str) -> String {
+    named.filter(|h| !h.is_empty()).unwrap_or(ip).to_string()
+}
+
 async fn http_action(
     http: &HTTPGetAction,
     ip: &str,
     c: &Container,
     timeout: Duration,
 ) -> Result<(), String> {
-    let host = http
-        .host
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| ip.to_string());
+    let host = target_host(http.host.as_deref(), ip);
     let port = port_number(&http.port, c)?;
     if http
         .scheme

@@ -37,6 +37,38 @@ pub enum Change<K> {
     Deleted(Arc<K>),
 }
 
+impl<K> Change<K> {
+    /// The object as it is now (its last known state, when deleted).
+    pub fn latest(&self) -> &Arc<K> {
+        match self {
+            Change::Added(o) | Change::Updated { new: o, .. } | Change::Deleted(o) => o,
+        }
+    }
+}
+
+/// What an informer can hold: a Kubernetes kind, with metadata, in JSON.
+pub trait Object:
+    k8s_openapi::Resource
+    + Metadata<Ty = ObjectMeta>
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Object for K where
+    K: k8s_openapi::Resource
+        + Metadata<Ty = ObjectMeta>
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Index values of an object.
 pub type IndexFn<K> = fn(&K) -> Vec<String>;
 
@@ -202,16 +234,7 @@ pub struct Informer<K> {
 /// Page size of the informer's lists.
 const LIST_PAGE: i64 = 500;
 
-impl<K> Informer<K>
-where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+impl<K: Object> Informer<K> {
     /// An informer over the objects `api` and `params` (selectors) select.
     pub fn new(api: Api<K>, params: ListParams) -> Self {
         Informer {

@@ -7,15 +7,11 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use k8s_openapi::Metadata;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::{Client, ListParams};
-use crate::informer::Informer;
+use crate::informer::{Informer, Object};
 
 /// An informer whose kind is known only to whoever registered it.
 trait Erased: Send {
@@ -23,16 +19,7 @@ trait Erased: Send {
     fn run(self: Box<Self>, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()>;
 }
 
-impl<K> Erased for Informer<K>
-where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+impl<K: Object> Erased for Informer<K> {
     fn as_any(&mut self) -> &mut dyn Any {
         self
     }
@@ -59,16 +46,7 @@ impl SharedInformers {
 
     /// The informer of `K` across all namespaces, to add indexes and handlers to and take
     /// stores from before [`SharedInformers::spawn`].
-    pub fn informer<K>(&mut self) -> &mut Informer<K>
-    where
-        K: k8s_openapi::Resource
-            + Metadata<Ty = ObjectMeta>
-            + Serialize
-            + DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn informer<K: Object>(&mut self) -> &mut Informer<K> {
         let client = &self.client;
         self.informers
             .entry(TypeId::of::<K>())

@@ -260,7 +260,7 @@ pub fn start(
         informers
             .informer::<PodDisruptionBudget>()
             .add_handler(move |c| {
-                let (Change::Added(b) | Change::Updated { new: b, .. } | Change::Deleted(b)) = c;
+                let b = c.latest();
                 q.add(key_of(&b.metadata));
             })
             .store()
@@ -305,7 +305,7 @@ pub fn start(
         informers
             .informer::<ReplicaSet>()
             .add_handler(move |c| {
-                let (Change::Added(o) | Change::Updated { new: o, .. } | Change::Deleted(o)) = c;
+                let o = c.latest();
                 enqueue(o.metadata.namespace.as_ref());
             })
             .store()
@@ -315,7 +315,7 @@ pub fn start(
         informers
             .informer::<Deployment>()
             .add_handler(move |c| {
-                let (Change::Added(o) | Change::Updated { new: o, .. } | Change::Deleted(o)) = c;
+                let o = c.latest();
                 enqueue(o.metadata.namespace.as_ref());
             })
             .store()

@@ -183,7 +183,7 @@ pub fn start(
         informers
             .informer::<Service>()
             .add_handler(move |c| {
-                let (Change::Added(s) | Change::Updated { new: s, .. } | Change::Deleted(s)) = c;
+                let s = c.latest();
                 q.add(key_of(&s.metadata));
             })
             .store()

@@ -157,7 +157,7 @@ pub fn start(
         informers
             .informer::<ReplicaSet>()
             .add_handler(move |c| {
-                let (Change::Added(rs) | Change::Updated { new: rs, .. } | Change::Deleted(rs)) = c;
+                let rs = c.latest();
                 q.add(key_of(&rs.metadata));
             })
             .store()

@@ -84,7 +84,7 @@ pub fn start(
         informers
             .informer::<Deployment>()
             .add_handler(move |c| {
-                let (Change::Added(d) | Change::Updated { new: d, .. } | Change::Deleted(d)) = c;
+                let d = c.latest();
                 q.add(key_of(&d.metadata));
             })
             .store()
