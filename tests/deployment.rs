@@ -98,19 +98,36 @@ impl Cluster {
             managers: Vec::new(),
             _dir: dir,
         };
-        c.start_manager("manager-1");
+        c.start_manager_with(
+            "manager-1",
+            controller::manager::ManagerConfig {
+                leader_election: quick_leader(),
+                // Autoscaling acts on rates between two readings: read every second.
+                autoscaler: controller::autoscaler::AutoscalerConfig {
+                    sync_period: Duration::from_secs(1),
+                },
+                ..Default::default()
+            },
+        );
         c
     }
 
     fn start_manager(&mut self, identity: &str) {
+        self.start_manager_with(
+            identity,
+            controller::manager::ManagerConfig {
+                leader_election: quick_leader(),
+                ..Default::default()
+            },
+        );
+    }
+
+    fn start_manager_with(&mut self, identity: &str, config: controller::manager::ManagerConfig) {
         self.managers
             .push(Some(tokio::spawn(controller::manager::run(
                 self.client.clone(),
                 identity.into(),
-                controller::manager::ManagerConfig {
-                    leader_election: quick_leader(),
-                    ..Default::default()
-                },
+                config,
                 self.stop.subscribe(),
             ))));
     }
@@ -582,5 +599,105 @@ async fn recreate_never_overlaps_and_a_stuck_rollout_times_out() {
         progressing.reason.as_deref(),
         Some("ProgressDeadlineExceeded")
     );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaler_follows_the_pods_cpu_and_scales_down_only_after_its_window() {
+    let c = Cluster::start().await;
+    // A busy loop capped at its 100m request (where cgroups can cap it): 100 % of it.
+    c.create(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "busy"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "busy"}},
+            "template": {
+                "metadata": {"labels": {"app": "busy"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                    "name": "spin", "image": "busybox",
+                    "command": ["sh", "-c", "while :; do :; done"],
+                    "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}
+                }]}
+            }
+        }
+    }))
+    .await;
+    let out = c.flotctl_ok(&[
+        "autoscale",
+        "deployment/busy",
+        "--min",
+        "1",
+        "--max",
+        "3",
+        "--cpu-percent",
+        "50",
+    ]);
+    assert_eq!(out, "horizontalpodautoscaler.autoscaling/busy autoscaled\n");
+    let (ok, _, err) = c.flotctl(&["autoscale", "deployment/nothing", "--max", "3"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    // Twice the target: it grows, to its max.
+    inproc::wait_until(Duration::from_secs(60), "busy is scaled to 3", || async {
+        (c.deployment("busy").await.spec.replicas == Some(3)).then_some(())
+    })
+    .await;
+    let hpas = c
+        .client
+        .dynamic("autoscaling/v2", "horizontalpodautoscalers", "default");
+    // Three pods at twice the target would want six: the max holds, and says so.
+    let limited = |h: &Value| {
+        h["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "ScalingLimited")
+            .is_some_and(|c| c["reason"] == "TooManyReplicas")
+    };
+    let hpa = inproc::wait_until(Duration::from_secs(30), "the status shows the max", || {
+        let hpas = hpas.clone();
+        async move {
+            let h = hpas.get("busy", "").await.ok()?;
+            (h["status"]["desiredReplicas"] == 3 && limited(&h)).then_some(h)
+        }
+    })
+    .await;
+    let used = hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(used > 55, "{hpa}");
+    let table = c.flotctl_ok(&["get", "hpa"]);
+    assert!(
+        table.contains("Deployment/busy") && table.contains("/50%") && table.contains("busy"),
+        "{table}"
+    );
+    let events = c.flotctl_ok(&["get", "events"]);
+    assert!(events.contains("SuccessfulRescale"), "{events}");
+
+    // The load stops; with a 3 s scale-down window it shrinks to its min.
+    hpas.patch(
+        "busy",
+        "",
+        &Patch::Merge(
+            json!({"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 3}}}}),
+        ),
+        false,
+    )
+    .await
+    .expect("patch the window");
+    c.patch(
+        "busy",
+        json!({"spec": {"template": {"spec": {"containers": [{
+            "name": "spin", "image": "busybox", "command": ["sleep", "3600"],
+            "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}
+        }]}}}}),
+    )
+    .await;
+    inproc::wait_until(
+        Duration::from_secs(90),
+        "busy is scaled back to 1",
+        || async { (c.deployment("busy").await.spec.replicas == Some(1)).then_some(()) },
+    )
+    .await;
     c.shutdown().await;
 }

@@ -218,6 +218,7 @@ impl Registry {
     /// The kinds of this release.
     pub fn new() -> Self {
         use k8s_openapi::api::apps::v1 as apps;
+        use k8s_openapi::api::autoscaling::v2 as autoscaling;
         use k8s_openapi::api::coordination::v1 as coordination;
         use k8s_openapi::api::core::v1 as core;
         use k8s_openapi::api::policy::v1 as policy;
@@ -267,6 +268,9 @@ impl Registry {
                 "type",
             ]),
             ResourceInfo::of::<coordination::Lease>(&[]),
+            ResourceInfo::of::<autoscaling::HorizontalPodAutoscaler>(&["hpa"])
+                .with_status()
+                .with_generation(),
             ResourceInfo::of::<policy::PodDisruptionBudget>(&["pdb"])
                 .with_status()
                 .with_generation(),

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
+use controller::autoscaler::AutoscalerConfig;
 use controller::node_lifecycle::{ConfigError, NodeLifecycleConfig, Rates};
 use controller::pod_gc::PodGcConfig;
 use flotilla_client::{Client, Kubeconfig, LeaderConfig, Resolved};
@@ -136,6 +137,23 @@ impl PodGcArgs {
         PodGcConfig {
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             ..PodGcConfig::default()
+        }
+    }
+}
+
+/// The horizontal pod autoscaler's flag, with kube-controller-manager's name and default.
+#[derive(Args, Debug, Clone)]
+pub struct AutoscalerArgs {
+    /// How often every HorizontalPodAutoscaler is looked at (and the agents' metrics read).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+}
+
+impl AutoscalerArgs {
+    /// The autoscaler's configuration.
+    pub fn to_config(&self) -> AutoscalerConfig {
+        AutoscalerConfig {
+            sync_period: self.horizontal_pod_autoscaler_sync_period,
         }
     }
 }

@@ -7,7 +7,9 @@ use clap::Args;
 
 use controller::manager::ManagerConfig;
 
-use crate::component::{LeaderElectArgs, NodeLifecycleArgs, PodGcArgs, connect, identity};
+use crate::component::{
+    AutoscalerArgs, LeaderElectArgs, NodeLifecycleArgs, PodGcArgs, connect, identity,
+};
 
 /// The flags of `flotilla controller`.
 #[derive(Args, Debug)]
@@ -27,6 +29,9 @@ pub struct ControllerArgs {
     /// Pod garbage collection.
     #[command(flatten)]
     pub pod_gc: PodGcArgs,
+    /// Horizontal pod autoscaling.
+    #[command(flatten)]
+    pub autoscaler: AutoscalerArgs,
     /// Where `/metrics` and `/healthz` are served (plain HTTP).
     #[arg(long, default_value = "127.0.0.1:10252")]
     pub metrics_bind_address: std::net::SocketAddr,
@@ -41,6 +46,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> Re
         leader_election: args.leader_election.to_config()?,
         node_lifecycle: args.node_lifecycle.to_config().map_err(|e| e.to_string())?,
         pod_gc: args.pod_gc.to_config(),
+        autoscaler: args.autoscaler.to_config(),
     };
     let client = connect(args.kubeconfig.as_deref(), args.context.as_deref())?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

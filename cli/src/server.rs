@@ -11,7 +11,7 @@ use apiserver::{Server, ServerConfig, ServerError};
 use clap::Args;
 use controller::manager::ManagerConfig;
 
-use crate::component::{NodeLifecycleArgs, PodGcArgs};
+use crate::component::{AutoscalerArgs, NodeLifecycleArgs, PodGcArgs};
 
 /// The flags of `flotilla server`.
 #[derive(Args, Debug)]
@@ -70,6 +70,9 @@ pub struct ServerArgs {
     /// The in-process pod garbage collector's settings.
     #[command(flatten)]
     pub pod_gc: PodGcArgs,
+    /// The in-process horizontal pod autoscaler's settings.
+    #[command(flatten)]
+    pub autoscaler: AutoscalerArgs,
     /// tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute` toleration added
     /// to every pod that has none.
     #[arg(long, default_value_t = 300)]
@@ -159,6 +162,7 @@ impl ServerArgs {
         Ok(Some(ManagerConfig {
             node_lifecycle,
             pod_gc: self.pod_gc.to_config(),
+            autoscaler: self.autoscaler.to_config(),
             ..Default::default()
         }))
     }

@@ -10,6 +10,7 @@
 //!   foreground and orphan deletion)
 //! - [`node_lifecycle`]: node health from Leases, readiness taints, taint-based eviction
 //!   with per-zone rate limits, and force deletion of pods stuck on unreachable nodes
+//! - [`autoscaler`]: HorizontalPodAutoscalers, from the pods' use read off the agents
 //! - [`disruption`]: PodDisruptionBudgets' status, which evictions are decided on
 //! - [`pod_gc`]: deletes pods whose node is gone and finished pods beyond a threshold
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
@@ -18,6 +19,7 @@
 //! - [`selector`]: label selectors as Kubernetes evaluates them
 //! - [`metrics`]: syncs and work queue depths, for Prometheus
 
+pub mod autoscaler;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;

@@ -6,6 +6,7 @@ use flotilla_client::{Client, LeaderConfig, LeaderElector, SharedInformers};
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
+use crate::autoscaler::AutoscalerConfig;
 use crate::node_lifecycle::NodeLifecycleConfig;
 use crate::pod_gc::PodGcConfig;
 
@@ -21,6 +22,8 @@ pub struct ManagerConfig {
     pub node_lifecycle: NodeLifecycleConfig,
     /// The pod garbage collector's threshold and periods.
     pub pod_gc: PodGcConfig,
+    /// The horizontal pod autoscaler's period.
+    pub autoscaler: AutoscalerConfig,
 }
 
 /// Runs the controllers while leading, until `shutdown` flips.
@@ -34,6 +37,7 @@ pub async fn run(
         leader_election,
         node_lifecycle,
         pod_gc,
+        autoscaler,
     } = config;
     LeaderElector::new(
         client.api::<Lease>("kube-system"),
@@ -57,6 +61,12 @@ pub async fn run(
             stop.clone(),
         ));
         controllers.spawn(crate::disruption::start(client.clone(), i, stop.clone()));
+        controllers.spawn(crate::autoscaler::start(
+            client.clone(),
+            autoscaler,
+            i,
+            stop.clone(),
+        ));
         controllers.spawn(crate::pod_gc::start(
             client.clone(),
             pod_gc,

@@ -422,6 +422,7 @@ pub async fn run(g: &Global, cmd: &Command) -> Result<u8, CommandError> {
         Command::Edit(a) => edit(g, a).await,
         Command::Logs(a) => logs(g, a).await,
         Command::Scale(a) => scale(g, a).await,
+        Command::Autoscale(a) => super::autoscale::run(g, a).await,
         Command::Rollout(c) => super::rollout::run(g, c).await,
         Command::Set(c) => super::set::run(g, c).await,
         Command::Describe(a) => describe(g, a).await,

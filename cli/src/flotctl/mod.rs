@@ -12,6 +12,7 @@
 //! - [`node`]: `cordon`, `uncordon`, `drain`
 
 pub mod apply;
+pub mod autoscale;
 pub mod commands;
 pub mod describe;
 pub mod exec;
@@ -71,6 +72,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Set the number of replicas of a ReplicaSet or Deployment.
     Scale(commands::ScaleArgs),
+    /// Create a HorizontalPodAutoscaler for a Deployment or ReplicaSet.
+    Autoscale(autoscale::AutoscaleArgs),
     /// Manage a Deployment's rollout: status, history, undo, restart, pause, resume.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),

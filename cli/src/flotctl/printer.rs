@@ -139,6 +139,15 @@ pub fn columns(resource: &str, wide: bool) -> Vec<&'static str> {
         "endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
         "events" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         "leases" => vec!["NAME", "HOLDER", "AGE"],
+        "horizontalpodautoscalers" => vec![
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE",
+        ],
         "poddisruptionbudgets" => vec![
             "NAME",
             "MIN AVAILABLE",
@@ -230,6 +239,41 @@ pub fn row(resource: &str, o: &Value, wide: bool) -> Vec<String> {
             st["availableReplicas"].as_i64().unwrap_or(0).to_string(),
             age(o),
         ],
+        "horizontalpodautoscalers" => {
+            let spec = &o["spec"];
+            let current = |resource: &str| {
+                st["currentMetrics"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| m["resource"]["name"] == resource)
+                    .and_then(|m| m["resource"]["current"]["averageUtilization"].as_i64())
+                    .map_or("<unknown>".to_string(), |u| format!("{u}%"))
+            };
+            let targets: Vec<String> = spec["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let r = m["resource"]["name"].as_str()?;
+                    let goal = m["resource"]["target"]["averageUtilization"].as_i64()?;
+                    Some(format!("{r}: {}/{goal}%", current(r)))
+                })
+                .collect();
+            vec![
+                name,
+                format!(
+                    "{}/{}",
+                    s(&spec["scaleTargetRef"]["kind"]),
+                    s(&spec["scaleTargetRef"]["name"])
+                ),
+                or_none(targets.join(", ")),
+                spec["minReplicas"].as_i64().unwrap_or(1).to_string(),
+                spec["maxReplicas"].as_i64().unwrap_or(0).to_string(),
+                st["currentReplicas"].as_i64().unwrap_or(0).to_string(),
+                age(o),
+            ]
+        }
         "poddisruptionbudgets" => {
             let budget = |f: &str| match &o["spec"][f] {
                 Value::Null => "N/A".to_string(),
