@@ -206,18 +206,7 @@ impl Autoscaler {
             )]);
             return self.write_status(hpa, status).await;
         }
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .by_index("namespace", &ns)
-            .into_iter()
-            .filter(|p| is_running(p))
-            .filter(|p| {
-                selector::matches(
-                    &target.selector,
-                    &p.metadata.labels.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
+        let pods = self.targeted_pods(hpa, &target);
         let mut measured = Vec::new();
         let mut failure = None;
         for m in spec.metrics.iter().flatten() {
@@ -411,13 +400,42 @@ impl Autoscaler {
             .map(|_| ())
     }
 
-    /// One period: read the agents, then every autoscaler.
+    /// The running pods an autoscaler's target selects.
+    fn targeted_pods(&self, hpa: &HorizontalPodAutoscaler, target: &Target) -> Vec<Arc<Pod>> {
+        let ns = hpa.metadata.namespace.clone().unwrap_or_default();
+        self.pods
+            .by_index("namespace", &ns)
+            .into_iter()
+            .filter(|p| is_running(p))
+            .filter(|p| {
+                selector::matches(
+                    &target.selector,
+                    &p.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// One period: read the agents of the nodes running targeted pods (none when there is
+    /// no autoscaler), then every autoscaler.
     async fn pass(&mut self) {
-        let failed = self.metrics.refresh(&self.nodes.list()).await;
+        let hpas = self.hpas.list();
+        let mut wanted = std::collections::HashSet::new();
+        for hpa in &hpas {
+            let ns = hpa.metadata.namespace.clone().unwrap_or_default();
+            if let Some(target) = self.target(&ns, hpa) {
+                for p in self.targeted_pods(hpa, &target) {
+                    if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                        wanted.insert(n);
+                    }
+                }
+            }
+        }
+        let nodes: Vec<Arc<Node>> = wanted.iter().filter_map(|n| self.nodes.get(n)).collect();
+        let failed = self.metrics.refresh(&nodes).await;
         for (node, why) in failed {
             tracing::debug!(node, error = %why, "reading an agent's metrics");
         }
-        let hpas = self.hpas.list();
         self.history
             .retain(|k, _| hpas.iter().any(|h| key_of(&h.metadata) == *k));
         for hpa in hpas {
