@@ -3,36 +3,17 @@
 
 #[path = "support/api.rs"]
 mod api;
+#[path = "support/flotctl.rs"]
+mod cli;
 #[path = "support/cluster.rs"]
 mod cluster;
 #[path = "support/inproc.rs"]
 mod inproc;
 
+use cli::flotctl;
 use std::path::{Path, PathBuf};
 
 use api::{ApiHarness, StoreSetup};
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn flotctl(kubeconfig: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .await
-        .expect("flotctl runs");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 const APP: &str = "apiVersion: apps/v1
 kind: Deployment

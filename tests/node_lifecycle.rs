@@ -5,11 +5,14 @@
 
 #[path = "support/api.rs"]
 mod api;
+#[path = "support/flotctl.rs"]
+mod cli;
 #[path = "support/cluster.rs"]
 mod cluster;
 #[path = "support/inproc.rs"]
 mod inproc;
 
+use cli::flotctl;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -363,28 +366,6 @@ async fn a_killed_agents_pods_are_replaced_elsewhere_and_removed_from_the_api() 
     manager.await.expect("the manager stops");
     scheduler.await.expect("the scheduler stops");
     h.shutdown().await;
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn flotctl(kubeconfig: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .await
-        .expect("flotctl runs");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// A pod bound to n1, owned by a controller of `owner` kind (None: unmanaged).

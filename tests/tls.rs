@@ -4,9 +4,12 @@
 //! trust the wrong CA are turned away with errors that say so; the operator's own
 //! certificate files work too; and the built `flotctl` and the in-process scheduler use it.
 
+#[path = "support/flotctl.rs"]
+mod cli;
 #[path = "support/inproc.rs"]
 mod inproc;
 
+use cli::flotctl;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -312,28 +315,6 @@ async fn the_operators_own_certificate_files_and_client_ca() {
     resolved.client_key = data("client-key-data", &pki.admin_key_pem);
     assert!(list_namespaces(&resolved).await.expect("client cert") >= 4);
     server.shutdown().await;
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn flotctl(kubeconfig: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .await
-        .expect("flotctl runs");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
