@@ -336,10 +336,14 @@ pub fn describe(resource: &str, o: &Value) -> String {
             d.line(0, "Addresses", none(addrs.join(", ")));
         }
         _ => {
-            if !spec.is_null() {
-                d.heading(0, "Spec");
-                for line in serde_norway::to_string(spec).unwrap_or_default().lines() {
-                    let _ = writeln!(d.out, "  {line}");
+            // Kinds without a describer of their own show their spec and status as YAML
+            // (an autoscaler's or a disruption budget's status is most of what matters).
+            for (title, part) in [("Spec", spec), ("Status", &o["status"])] {
+                if !part.is_null() {
+                    d.heading(0, title);
+                    for line in serde_norway::to_string(part).unwrap_or_default().lines() {
+                        let _ = writeln!(d.out, "  {line}");
+                    }
                 }
             }
         }
