@@ -16,6 +16,8 @@ struct Inner<T> {
     dirty: HashSet<T>,
     processing: HashSet<T>,
     failures: HashMap<T, u32>,
+    /// The earliest pending delayed add of each key: a later one is not scheduled again.
+    waiting: HashMap<T, tokio::time::Instant>,
     shut_down: bool,
 }
 
@@ -37,6 +39,7 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
                 dirty: HashSet::new(),
                 processing: HashSet::new(),
                 failures: HashMap::new(),
+                waiting: HashMap::new(),
                 shut_down: false,
             }),
             ready: Notify::new(),
@@ -63,15 +66,31 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
         }
     }
 
-    /// Adds a key after `delay`.
+    /// Adds a key after `delay`. A key already due sooner is not scheduled again: its
+    /// sync then asks for the later time itself, so a key synced on every event does not
+    /// pile up one sleeping task per sync.
     pub fn add_after(self: &std::sync::Arc<Self>, key: T, delay: Duration) {
         if delay.is_zero() {
             self.add(key);
             return;
         }
+        let due = tokio::time::Instant::now() + delay;
+        {
+            let mut q = self.lock();
+            if q.waiting.get(&key).is_some_and(|d| *d <= due) {
+                return;
+            }
+            q.waiting.insert(key.clone(), due);
+        }
         let me = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(due).await;
+            {
+                let mut q = me.lock();
+                if q.waiting.get(&key) == Some(&due) {
+                    q.waiting.remove(&key);
+                }
+            }
             me.add(key);
         });
     }
@@ -199,6 +218,22 @@ mod tests {
         assert_eq!(q.failures(&"k"), 4);
         q.forget(&"k");
         assert_eq!(q.failures(&"k"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_due_sooner_is_not_scheduled_again_for_later() {
+        let q = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(1));
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            q.add_after("k", Duration::from_secs(120));
+        }
+        assert_eq!(q.lock().waiting.len(), 1);
+        // A sooner time still counts.
+        q.add_after("k", Duration::from_secs(10));
+        let k = q.get().await.expect("k");
+        assert_eq!(start.elapsed().as_secs(), 10);
+        q.done(&k);
+        assert!(q.lock().waiting.is_empty(), "the sooner wake cleared its entry");
     }
 
     #[tokio::test]
