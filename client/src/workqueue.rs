@@ -233,7 +233,10 @@ mod tests {
         let k = q.get().await.expect("k");
         assert_eq!(start.elapsed().as_secs(), 10);
         q.done(&k);
-        assert!(q.lock().waiting.is_empty(), "the sooner wake cleared its entry");
+        assert!(
+            q.lock().waiting.is_empty(),
+            "the sooner wake cleared its entry"
+        );
     }
 
     #[tokio::test]

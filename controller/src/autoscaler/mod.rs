@@ -7,7 +7,7 @@
 pub mod pod_metrics;
 pub mod recommend;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,13 @@ fn request_of(pod: &Pod, resource: &str) -> Option<f64> {
     Some(total)
 }
 
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 fn is_running(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -140,7 +147,8 @@ impl Autoscaler {
         target: i32,
         current: i32,
     ) -> Result<Measured, (&'static str, String)> {
-        let (mut used, mut requested, mut measured) = (0.0, 0.0, 0);
+        let mut samples = Vec::with_capacity(pods.len());
+        let (mut used, mut measured) = (0.0, 0);
         for p in pods {
             let name = p.metadata.name.clone().unwrap_or_default();
             let ns = p.metadata.namespace.clone().unwrap_or_default();
@@ -150,33 +158,44 @@ impl Autoscaler {
                     format!("missing request for {resource} in pod {ns}/{name}"),
                 ));
             };
-            let Some(u) = self.metrics.usage(&ns, &name) else {
-                continue;
-            };
-            used += if resource == "cpu" {
-                u.cpu_cores
-            } else {
-                u.memory_bytes
-            };
-            requested += request;
-            measured += 1;
+            let usage = self.metrics.usage(&ns, &name).map(|u| {
+                if resource == "cpu" {
+                    u.cpu_cores
+                } else {
+                    u.memory_bytes
+                }
+            });
+            if let Some(u) = usage {
+                used += u;
+                measured += 1;
+            }
+            samples.push(recommend::PodSample {
+                usage,
+                request,
+                // Memory is judged whatever the pod's readiness; cpu only once it is ready
+                // (a starting process's burst says nothing about its load).
+                ready: resource != "cpu" || is_ready(p),
+            });
         }
-        if measured == 0 {
+        let Some((desired, utilization)) = recommend::replicas(current, &samples, target) else {
             return Err((
                 "FailedGetResourceMetric",
-                format!("did not receive metrics for any of the targeted pods ({resource})"),
+                format!("did not receive metrics for any ready pod of the target ({resource})"),
             ));
-        }
-        let utilization = 100.0 * used / requested;
+        };
         Ok(Measured {
             resource: resource.to_string(),
-            utilization: utilization.round() as i32,
-            average: used / f64::from(measured),
-            desired: recommend::from_utilization(current, measured, utilization, target),
+            utilization,
+            average: used / f64::from(measured.max(1)),
+            desired,
         })
     }
 
-    async fn sync(&mut self, hpa: &HorizontalPodAutoscaler) -> Result<(), ClientError> {
+    async fn sync(
+        &mut self,
+        hpa: &HorizontalPodAutoscaler,
+        target: Option<(Target, Vec<Arc<Pod>>)>,
+    ) -> Result<(), ClientError> {
         let ns = hpa.metadata.namespace.clone().unwrap_or_default();
         let key = key_of(&hpa.metadata);
         let spec = &hpa.spec;
@@ -188,7 +207,7 @@ impl Autoscaler {
             desired_replicas: old.desired_replicas,
             ..Default::default()
         };
-        let Some(target) = self.target(&ns, hpa) else {
+        let Some((target, pods)) = target else {
             let r = &spec.scale_target_ref;
             let why = format!("the {} {:?} does not exist", r.kind, r.name);
             status.conditions = Some(vec![condition("AbleToScale", false, "FailedGetScale", why)]);
@@ -206,7 +225,7 @@ impl Autoscaler {
             )]);
             return self.write_status(hpa, status).await;
         }
-        let pods = self.targeted_pods(hpa, &target);
+        let min = spec.min_replicas.unwrap_or(1);
         let mut measured = Vec::new();
         let mut failure = None;
         for m in spec.metrics.iter().flatten() {
@@ -230,11 +249,29 @@ impl Autoscaler {
                 "the HPA controller was able to get the target's current scale".into(),
             ));
             conditions.push(condition("ScalingActive", false, reason, message));
+            // Without metrics the bounds still hold (a target scaled by hand past them).
+            let bounded = current.clamp(min, spec.max_replicas.max(min));
+            status.desired_replicas = bounded;
+            if bounded != current {
+                self.rescale(
+                    hpa,
+                    &ns,
+                    current,
+                    bounded,
+                    "the replica count is outside the autoscaler's bounds",
+                    &mut status,
+                )
+                .await?;
+            }
             status.conditions = Some(conditions);
-            status.desired_replicas = current;
             return self.write_status(hpa, status).await;
         };
-        let desired = best.desired;
+        // A metric that could not be read may be the busy one: never scale down then.
+        let desired = if failure.is_some() {
+            best.desired.max(current)
+        } else {
+            best.desired
+        };
         let now = Instant::now();
         let windows = spec.behavior.as_ref();
         let window = |rules: Option<&k8s_openapi::api::autoscaling::v2::HPAScalingRules>,
@@ -255,7 +292,6 @@ impl Autoscaler {
             .entry(key.clone())
             .or_default()
             .stabilize(now, current, desired, up, down);
-        let min = spec.min_replicas.unwrap_or(1);
         let (replicas, limit) = recommend::bounded(current, stabilized, min, spec.max_replicas);
         status.desired_replicas = replicas;
         status.current_metrics = Some(
@@ -276,7 +312,6 @@ impl Autoscaler {
                 .collect(),
         );
         if replicas != current {
-            self.scale(hpa, &ns, replicas).await?;
             let why = if replicas > current {
                 format!(
                     "{} resource utilization (percentage of request) above target",
@@ -285,17 +320,8 @@ impl Autoscaler {
             } else {
                 "All metrics below target".to_string()
             };
-            EVENTS
-                .record(
-                    &self.client,
-                    hpa,
-                    "Normal",
-                    "SuccessfulRescale",
-                    &format!("New size: {replicas}; reason: {why}"),
-                )
-                .await;
-            tracing::info!(hpa = %key, from = current, to = replicas, "rescaled");
-            status.last_scale_time = Some(Time(jiff::Timestamp::now()));
+            self.rescale(hpa, &ns, current, replicas, &why, &mut status)
+                .await?;
             conditions.push(condition(
                 "AbleToScale",
                 true,
@@ -344,6 +370,46 @@ impl Autoscaler {
         });
         status.conditions = Some(conditions);
         self.write_status(hpa, status).await
+    }
+
+    /// Sets the target's replicas and says so (SuccessfulRescale); a failure is an
+    /// AbleToScale=False condition and a FailedRescale Event.
+    async fn rescale(
+        &self,
+        hpa: &HorizontalPodAutoscaler,
+        ns: &str,
+        from: i32,
+        to: i32,
+        why: &str,
+        status: &mut HorizontalPodAutoscalerStatus,
+    ) -> Result<(), ClientError> {
+        let key = key_of(&hpa.metadata);
+        if let Err(e) = self.scale(hpa, ns, to).await {
+            let message = format!("New size: {to}; reason: {why}; error: {e}");
+            EVENTS
+                .record(&self.client, hpa, "Warning", "FailedRescale", &message)
+                .await;
+            status.conditions = Some(vec![condition(
+                "AbleToScale",
+                false,
+                "FailedUpdateScale",
+                format!("the HPA controller was unable to update the target scale: {e}"),
+            )]);
+            let _ = self.write_status(hpa, status.clone()).await;
+            return Err(e);
+        }
+        EVENTS
+            .record(
+                &self.client,
+                hpa,
+                "Normal",
+                "SuccessfulRescale",
+                &format!("New size: {to}; reason: {why}"),
+            )
+            .await;
+        tracing::info!(hpa = %key, from, to, "rescaled");
+        status.last_scale_time = Some(Time(jiff::Timestamp::now()));
+        Ok(())
     }
 
     async fn scale(
@@ -417,30 +483,38 @@ impl Autoscaler {
     }
 
     /// One period: read the agents of the nodes running targeted pods (none when there is
-    /// no autoscaler), then every autoscaler.
-    async fn pass(&mut self) {
+    /// no autoscaler), then every autoscaler, stopping early if `shutdown` flips (the
+    /// Lease may be someone else's by then).
+    async fn pass(&mut self, shutdown: &watch::Receiver<bool>) {
         let hpas = self.hpas.list();
-        let mut wanted = std::collections::HashSet::new();
-        for hpa in &hpas {
-            let ns = hpa.metadata.namespace.clone().unwrap_or_default();
-            if let Some(target) = self.target(&ns, hpa) {
-                for p in self.targeted_pods(hpa, &target) {
-                    if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                        wanted.insert(n);
-                    }
-                }
-            }
-        }
+        let targets: Vec<Option<(Target, Vec<Arc<Pod>>)>> = hpas
+            .iter()
+            .map(|hpa| {
+                let ns = hpa.metadata.namespace.clone().unwrap_or_default();
+                let target = self.target(&ns, hpa)?;
+                let pods = self.targeted_pods(hpa, &target);
+                Some((target, pods))
+            })
+            .collect();
+        let wanted: HashSet<String> = targets
+            .iter()
+            .flatten()
+            .flat_map(|(_, pods)| pods.iter())
+            .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+            .collect();
         let nodes: Vec<Arc<Node>> = wanted.iter().filter_map(|n| self.nodes.get(n)).collect();
         let failed = self.metrics.refresh(&nodes).await;
         for (node, why) in failed {
             tracing::debug!(node, error = %why, "reading an agent's metrics");
         }
-        self.history
-            .retain(|k, _| hpas.iter().any(|h| key_of(&h.metadata) == *k));
-        for hpa in hpas {
+        let live: HashSet<String> = hpas.iter().map(|h| key_of(&h.metadata)).collect();
+        self.history.retain(|k, _| live.contains(k));
+        for (hpa, target) in hpas.iter().zip(targets) {
+            if *shutdown.borrow() {
+                return;
+            }
             let started = std::time::Instant::now();
-            let result = self.sync(&hpa).await;
+            let result = self.sync(hpa, target).await;
             if let Err(e) = &result {
                 tracing::warn!(hpa = %key_of(&hpa.metadata), error = %e, "autoscaling failed; retrying next period");
             }
@@ -510,7 +584,7 @@ pub fn start(
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            a.pass().await;
+            a.pass(&shutdown).await;
         }
     }
 }

@@ -16,6 +16,10 @@ use tokio::time::Instant;
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer read from an agent.
 const MAX_BODY: u64 = 16 << 20;
+/// Agents read at the same time.
+const SCRAPES_AT_ONCE: usize = 32;
+/// How long a pod's last reading is kept when its agent could not be read again.
+const FORGET_AFTER: Duration = Duration::from_secs(300);
 
 /// One pod's use, summed over its containers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -71,10 +75,13 @@ async fn scrape(ip: &str, port: u16) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        s.take(MAX_BODY)
+        s.take(MAX_BODY + 1)
             .read_to_end(&mut raw)
             .await
             .map_err(|e| e.to_string())?;
+        if raw.len() as u64 > MAX_BODY {
+            return Err(format!("the answer is larger than {MAX_BODY} bytes"));
+        }
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text
             .split_once("\r\n\r\n")
@@ -129,49 +136,69 @@ fn parse(text: &str) -> HashMap<(String, String), (f64, f64)> {
 }
 
 impl PodMetrics {
-    /// Reads every node's agent, updating each pod's use; returns the nodes that could
-    /// not be read, with why.
+    /// Reads the nodes' agents (several at once), updating each pod's use; returns the
+    /// nodes that could not be read, with why. Each agent's answer is timed when it
+    /// arrives, so the rate of a pod's cpu is over the time between its own two readings.
     pub async fn refresh(&mut self, nodes: &[std::sync::Arc<Node>]) -> Vec<(String, String)> {
-        let now = Instant::now();
-        let mut failed = Vec::new();
-        let mut seen = HashMap::new();
-        for node in nodes {
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let Some((ip, port)) = agent_address(node) else {
-                continue;
-            };
-            match scrape(&ip, port).await {
-                Ok(text) => seen.extend(parse(&text)),
-                Err(e) => failed.push((name, e)),
-            }
-        }
-        // Pods gone since the last scrape are forgotten.
-        self.last.retain(|pod, _| seen.contains_key(pod));
-        let mut usage = HashMap::new();
-        for (pod, (cpu_seconds, memory)) in seen {
-            let cpu_cores = self.last.get(&pod).and_then(|prev| {
-                let dt = now.duration_since(prev.at).as_secs_f64();
-                // A restarted container starts its count again: no rate from that pair.
-                (dt > 0.0 && cpu_seconds >= prev.cpu_seconds)
-                    .then(|| (cpu_seconds - prev.cpu_seconds) / dt)
+        let agents: Vec<(String, String, u16)> = nodes
+            .iter()
+            .filter_map(|node| {
+                let (ip, port) = agent_address(node)?;
+                Some((node.metadata.name.clone().unwrap_or_default(), ip, port))
+            })
+            .collect();
+        // Several at once, on tasks of their own: a slow agent costs its own timeout, not
+        // everyone's.
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(SCRAPES_AT_ONCE));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, ip, port) in agents {
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let text = scrape(&ip, port).await;
+                (name, text, Instant::now())
             });
-            self.last.insert(
-                pod.clone(),
-                Sample {
-                    cpu_seconds,
-                    at: now,
-                },
-            );
-            if let Some(cpu_cores) = cpu_cores {
-                usage.insert(
-                    pod,
-                    Usage {
-                        cpu_cores,
-                        memory_bytes: memory,
-                    },
-                );
+        }
+        let mut reads = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(r) = r {
+                reads.push(r);
             }
         }
+        let mut failed = Vec::new();
+        let mut usage = HashMap::new();
+        for (name, text, at) in reads {
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    failed.push((name, e));
+                    continue;
+                }
+            };
+            for (pod, (cpu_seconds, memory)) in parse(&text) {
+                let cpu_cores = self.last.get(&pod).and_then(|prev| {
+                    let dt = at.duration_since(prev.at).as_secs_f64();
+                    // A restarted container starts its count again: no rate from that pair.
+                    (dt > 0.0 && cpu_seconds >= prev.cpu_seconds)
+                        .then(|| (cpu_seconds - prev.cpu_seconds) / dt)
+                });
+                self.last.insert(pod.clone(), Sample { cpu_seconds, at });
+                if let Some(cpu_cores) = cpu_cores {
+                    usage.insert(
+                        pod,
+                        Usage {
+                            cpu_cores,
+                            memory_bytes: memory,
+                        },
+                    );
+                }
+            }
+        }
+        // A pod whose agent could not be read keeps its last reading a while, so that
+        // one missed scrape does not restart its rate; gone pods are forgotten.
+        let now = Instant::now();
+        self.last
+            .retain(|_, s| now.duration_since(s.at) < FORGET_AFTER);
         self.usage = usage;
         failed
     }

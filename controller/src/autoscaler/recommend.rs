@@ -1,7 +1,8 @@
 //! The replica count an autoscaler recommends, as Kubernetes' HPA computes it: the ratio
 //! of the measured utilization to the target, applied to the pods measured, within a 10 %
-//! tolerance; bounded by min and max replicas and by how fast it may grow (double, or four
-//! more, per step); and stabilized — a scale down goes only as low as the highest
+//! tolerance, pods not yet measured filled in so that they can only temper a change;
+//! bounded by min and max replicas and by how fast it may grow (double, or four, per step);
+//! and stabilized — a scale down goes only as low as the highest
 //! recommendation of the last window (five minutes by default), so one quiet sample never
 //! shrinks what the next busy one must grow again.
 
@@ -15,14 +16,84 @@ pub const TOLERANCE: f64 = 0.1;
 /// The default scale-down stabilization window.
 pub const DEFAULT_SCALE_DOWN_WINDOW: Duration = Duration::from_secs(300);
 
-/// Replicas for `measured` pods at `utilization` percent of their requests, aiming at
-/// `target` percent, currently `current` replicas.
-pub fn from_utilization(current: i32, measured: i32, utilization: f64, target: i32) -> i32 {
-    let ratio = utilization / f64::from(target.max(1));
-    if (ratio - 1.0).abs() <= TOLERANCE || measured == 0 {
-        return current;
+/// One pod as the replica calculation sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PodSample {
+    /// Its use of the resource (cores or bytes), None when not measured yet.
+    pub usage: Option<f64>,
+    /// What it requests of the resource.
+    pub request: f64,
+    /// Is it Ready? (For cpu, a pod that is not ready yet is not judged by its use.)
+    pub ready: bool,
+}
+
+/// Whole percent of `used` over `requested`, truncated as Kubernetes truncates it.
+fn utilization(used: f64, requested: f64) -> i32 {
+    if requested <= 0.0 {
+        return 0;
     }
-    (ratio * f64::from(measured)).ceil() as i32
+    (used * 100.0 / requested) as i32
+}
+
+/// The replicas `pods` ask for at `target` percent utilization, currently `current`, and
+/// the measured utilization; None when no ready pod has been measured. As Kubernetes'
+/// replica calculator: pods not measured yet count as using the target on a scale down
+/// and nothing on a scale up, pods not ready count as using nothing on a scale up, and a
+/// recomputed ratio that falls within the tolerance or turns the other way changes
+/// nothing — so missing samples can never shrink a busy workload.
+pub fn replicas(current: i32, pods: &[PodSample], target: i32) -> Option<(i32, i32)> {
+    let target = target.max(1);
+    let measured: Vec<&PodSample> = pods
+        .iter()
+        .filter(|p| p.ready && p.usage.is_some())
+        .collect();
+    if measured.is_empty() {
+        return None;
+    }
+    let used: f64 = measured.iter().filter_map(|p| p.usage).sum();
+    let requested: f64 = measured.iter().map(|p| p.request).sum();
+    let current_utilization = utilization(used, requested);
+    let ratio = f64::from(current_utilization) / f64::from(target);
+    let missing: Vec<&PodSample> = pods.iter().filter(|p| p.usage.is_none()).collect();
+    let unready: Vec<&PodSample> = pods
+        .iter()
+        .filter(|p| !p.ready && p.usage.is_some())
+        .collect();
+    let scale_up_with_unready = !unready.is_empty() && ratio > 1.0;
+    if missing.is_empty() && !scale_up_with_unready {
+        if (ratio - 1.0).abs() <= TOLERANCE {
+            return Some((current, current_utilization));
+        }
+        let n = i32::try_from(measured.len()).unwrap_or(i32::MAX);
+        return Some(((ratio * f64::from(n)).ceil() as i32, current_utilization));
+    }
+    // Fill in what is not known, against the direction the known pods point.
+    let (mut all_used, mut all_requested, mut n) = (used, requested, measured.len());
+    for p in &missing {
+        if ratio < 1.0 {
+            all_used += p.request * f64::from(target) / 100.0;
+        }
+        all_requested += p.request;
+        n += 1;
+    }
+    if scale_up_with_unready {
+        for p in &unready {
+            all_requested += p.request;
+            n += 1;
+        }
+    }
+    let new_ratio = f64::from(utilization(all_used, all_requested)) / f64::from(target);
+    if (new_ratio - 1.0).abs() <= TOLERANCE
+        || (ratio < 1.0 && new_ratio > 1.0)
+        || (ratio > 1.0 && new_ratio < 1.0)
+    {
+        return Some((current, current_utilization));
+    }
+    let desired = (new_ratio * n as f64).ceil() as i32;
+    if (new_ratio < 1.0 && desired > current) || (new_ratio > 1.0 && desired < current) {
+        return Some((current, current_utilization));
+    }
+    Some((desired, current_utilization))
 }
 
 /// Why the recommendation was bounded, for the ScalingLimited condition.
@@ -40,7 +111,8 @@ pub enum Limit {
 
 /// Bounds `desired` by min and max and by one step's growth from `current`.
 pub fn bounded(current: i32, desired: i32, min: i32, max: i32) -> (i32, Limit) {
-    let step = (current.saturating_mul(2)).max(current.saturating_add(4));
+    // Kubernetes' growth limit when no scaling policy is given: double, or four.
+    let step = current.saturating_mul(2).max(4);
     if desired > step && step < max {
         return (step, Limit::ScaleUpLimit);
     }
@@ -102,17 +174,58 @@ impl History {
 mod tests {
     use super::*;
 
+    fn pod(usage: Option<f64>, ready: bool) -> PodSample {
+        PodSample {
+            usage,
+            request: 0.1,
+            ready,
+        }
+    }
+
     #[test]
     fn the_ratio_scales_the_measured_pods_outside_the_tolerance() {
-        assert_eq!(from_utilization(2, 2, 100.0, 50), 4);
-        assert_eq!(from_utilization(4, 4, 25.0, 50), 2);
-        assert_eq!(from_utilization(3, 3, 54.0, 50), 3, "within 10 %");
-        assert_eq!(from_utilization(3, 3, 120.0, 80), 5, "rounded up");
+        let at = |u: f64, n: usize| vec![pod(Some(u), true); n];
+        assert_eq!(replicas(2, &at(0.1, 2), 50), Some((4, 100)));
+        assert_eq!(replicas(4, &at(0.025, 4), 50), Some((2, 25)));
+        assert_eq!(
+            replicas(3, &at(0.0545, 3), 50),
+            Some((3, 54)),
+            "within 10 %"
+        );
+        assert_eq!(
+            replicas(3, &at(0.1205, 3), 80),
+            Some((5, 120)),
+            "rounded up"
+        );
+        assert_eq!(
+            replicas(3, &[pod(None, true)], 80),
+            None,
+            "nothing measured"
+        );
+    }
+
+    #[test]
+    fn missing_samples_never_shrink_a_busy_workload() {
+        // Ten replicas, two measured at 150 % of target: the eight unknown count as using
+        // nothing on a scale up, so it grows (not shrinks to three).
+        let mut pods = vec![pod(Some(0.075), true); 2];
+        pods.extend(vec![pod(None, true); 8]);
+        let (desired, used) = replicas(10, &pods, 50).expect("measured");
+        assert_eq!(used, 75);
+        assert!(desired >= 10, "{desired}");
+        // Quiet measured pods and unknown ones: the unknown count as at target, which
+        // tempers the scale down.
+        let mut pods = vec![pod(Some(0.01), true); 2];
+        pods.extend(vec![pod(None, true); 2]);
+        assert_eq!(replicas(4, &pods, 50), Some((3, 10)));
+        // Pods not ready count as idle on a scale up.
+        let pods = vec![pod(Some(0.2), true), pod(Some(0.5), false)];
+        assert_eq!(replicas(2, &pods, 50), Some((4, 200)));
     }
 
     #[test]
     fn bounds_and_growth_per_step() {
-        assert_eq!(bounded(1, 10, 1, 20), (5, Limit::ScaleUpLimit));
+        assert_eq!(bounded(1, 10, 1, 20), (4, Limit::ScaleUpLimit));
         assert_eq!(bounded(10, 40, 1, 20), (20, Limit::TooMany));
         assert_eq!(bounded(4, 0, 2, 20), (2, Limit::TooFew));
         assert_eq!(bounded(4, 6, 2, 20), (6, Limit::None));
