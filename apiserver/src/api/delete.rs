@@ -33,7 +33,7 @@ pub struct DeleteOptions {
 }
 
 /// The finalizer a propagation policy puts on the object, if any.
-fn policy_finalizer(policy: &str) -> Result<Option<&'static str>, ApiError> {
+pub(crate) fn policy_finalizer(policy: &str) -> Result<Option<&'static str>, ApiError> {
     match policy {
         "" | "Background" => Ok(None),
         "Foreground" => Ok(Some("foregroundDeletion")),

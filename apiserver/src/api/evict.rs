@@ -79,8 +79,22 @@ fn delete_options(eviction: &Value, dry_run: bool) -> Result<DeleteOptions, ApiE
             ApiError::bad_request("deleteOptions.gracePeriodSeconds must be an integer")
         })?),
     };
+    if grace.is_some_and(|g| g < 0) {
+        return Err(ApiError::bad_request(
+            "deleteOptions.gracePeriodSeconds must not be negative",
+        ));
+    }
+    // A dry run asked for in the body counts as much as one asked for on the request.
+    let body_dry_run = opts["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
+    let policy = opts["propagationPolicy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    super::delete::policy_finalizer(&policy)?;
     Ok(DeleteOptions {
-        dry_run,
+        dry_run: dry_run || body_dry_run,
         grace_period_seconds: grace,
         precondition_uid: opts["preconditions"]["uid"]
             .as_str()
@@ -90,10 +104,7 @@ fn delete_options(eviction: &Value, dry_run: bool) -> Result<DeleteOptions, ApiE
             .as_str()
             .unwrap_or_default()
             .to_string(),
-        propagation_policy: opts["propagationPolicy"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        propagation_policy: policy,
     })
 }
 
@@ -130,41 +141,83 @@ impl Api {
         };
         let at = self.locate(&pod_ref, true)?;
         for _ in 0..MAX_RETRIES {
-            let (pod, _) = self.current(&at, &r.name).await?;
-            if !free_to_evict(&pod) {
+            let (pod, revision) = self.current(&at, &r.name).await?;
+            // The caller's preconditions are checked before a disruption is spent on a
+            // delete that would refuse.
+            let meta = &pod["metadata"];
+            if !opts.precondition_uid.is_empty()
+                && meta["uid"].as_str() != Some(opts.precondition_uid.as_str())
+            {
+                return Err(ApiError::conflict(
+                    "pods",
+                    "",
+                    &r.name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        opts.precondition_uid,
+                        meta["uid"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
+            if !opts.precondition_resource_version.is_empty()
+                && opts.precondition_resource_version != revision.to_string()
+            {
+                return Err(ApiError::conflict(
+                    "pods",
+                    "",
+                    &r.name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            let spend = if free_to_evict(&pod) {
+                Spend::Nothing
+            } else {
                 let budgets = self.budgets_of(&at.namespace, &pod).await?;
                 if budgets.len() > 1 {
                     return Err(ApiError::internal(
                         "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
                     ));
                 }
-                if let Some(budget) = budgets.into_iter().next() {
-                    let spent = if dry_run {
-                        refusal(&budget.object).map_or(Ok(true), Err)?
-                    } else {
-                        self.spend_disruption(&budget, &r.name, is_ready(&pod))
-                            .await?
-                    };
-                    if !spent {
-                        // The budget changed under us: decide again on its new state.
-                        continue;
-                    }
+                match budgets.into_iter().next() {
+                    None => Spend::Nothing,
+                    Some(b) => decide(&b.object, is_ready(&pod))?.on(b),
                 }
+            };
+            let spent = match &spend {
+                Spend::One(budget) if !opts.dry_run => {
+                    self.spend_disruption(budget, &r.name).await?
+                }
+                _ => true,
+            };
+            if !spent {
+                // The budget changed under us: decide again on its new state.
+                continue;
             }
-            self.delete(&pod_ref, &opts).await?;
-            return Ok(json!({
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-            }));
+            // Evicted without a disruption spent: only as the pod was judged, so a pod that
+            // turned ready meanwhile is not let through for free.
+            let mut opts = opts.clone();
+            let pinned =
+                matches!(spend, Spend::Nothing) && opts.precondition_resource_version.is_empty();
+            if pinned {
+                opts.precondition_resource_version = revision.to_string();
+            }
+            match self.delete(&pod_ref, &opts).await {
+                Ok(_) => {
+                    return Ok(json!({
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                    }));
+                }
+                // The pod changed since it was judged: judge it again.
+                Err(e) if pinned && e.reason == crate::error::Reason::Conflict => continue,
+                Err(e) => return Err(e),
+            }
         }
-        Err(ApiError::conflict(
-            "pods/eviction",
-            "",
-            &r.name,
-            "too many concurrent changes to the pod's disruption budget; please try again",
-        ))
+        Err(ApiError::too_many_requests(format!(
+            "{REFUSED} The pod or its disruption budget kept changing; please try again"
+        )))
     }
 
     /// The budgets in `namespace` whose selector selects `pod`, read from the store.
@@ -188,28 +241,13 @@ impl Api {
         Ok(out)
     }
 
-    /// Takes one disruption from the budget for `pod`, or refuses (429). Evicting a pod
-    /// that is not ready costs nothing when the budget is met without it, as Kubernetes'
-    /// IfHealthyBudget policy has it. False when the budget changed since it was read.
-    async fn spend_disruption(
-        &self,
-        budget: &Budget,
-        pod: &str,
-        ready: bool,
-    ) -> Result<bool, ApiError> {
-        let b = &budget.object;
-        let status = &b["status"];
-        let healthy_enough = status["currentHealthy"].as_i64().unwrap_or(0)
-            >= status["desiredHealthy"].as_i64().unwrap_or(0);
-        let always = b["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
-        if !ready && (always || healthy_enough) && observed(b) {
-            return Ok(true);
-        }
-        if let Some(why) = refusal(b) {
-            return Err(why);
-        }
-        let mut updated = b.clone();
-        let allowed = status["disruptionsAllowed"].as_i64().unwrap_or(0);
+    /// Takes one disruption from the budget for `pod`: false when the budget changed
+    /// since it was read.
+    async fn spend_disruption(&self, budget: &Budget, pod: &str) -> Result<bool, ApiError> {
+        let mut updated = budget.object.clone();
+        let allowed = updated["status"]["disruptionsAllowed"]
+            .as_i64()
+            .unwrap_or(0);
         updated["status"]["disruptionsAllowed"] = json!(allowed - 1);
         let now = serde_json::to_value(crate::meta::now()).unwrap_or(Value::Null);
         match updated["status"]["disruptedPods"].as_object_mut() {
@@ -226,6 +264,47 @@ impl Api {
             .await?,
             Commit::Done(_)
         ))
+    }
+}
+
+/// What an eviction costs a budget.
+enum Spend {
+    /// Nothing: the pod's going disrupts nothing the budget counts.
+    Nothing,
+    /// One of its disruptions.
+    One(Budget),
+}
+
+/// What an eviction of a pod (ready or not) costs `budget`, or why it is refused. A pod
+/// that is not ready costs nothing when the budget is met without it (Kubernetes'
+/// IfHealthyBudget), or always with AlwaysAllow.
+fn decide(budget: &Value, ready: bool) -> Result<Cost, ApiError> {
+    let status = &budget["status"];
+    let healthy_enough = status["currentHealthy"].as_i64().unwrap_or(0)
+        >= status["desiredHealthy"].as_i64().unwrap_or(0);
+    let always = budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
+    if !ready && (always || healthy_enough) && observed(budget) {
+        return Ok(Cost::Free);
+    }
+    match refusal(budget) {
+        Some(why) => Err(why),
+        None => Ok(Cost::Disruption),
+    }
+}
+
+/// The cost [`decide`] finds.
+#[derive(Debug, PartialEq, Eq)]
+enum Cost {
+    Free,
+    Disruption,
+}
+
+impl Cost {
+    fn on(self, budget: Budget) -> Spend {
+        match self {
+            Cost::Free => Spend::Nothing,
+            Cost::Disruption => Spend::One(budget),
+        }
     }
 }
 
@@ -281,6 +360,42 @@ mod tests {
         assert!(
             refusal(&budget(3, 2, 1)).is_some(),
             "spec changed, not yet recomputed"
+        );
+    }
+
+    #[test]
+    fn a_pod_that_is_not_ready_goes_free_while_the_budget_is_met() {
+        assert_eq!(decide(&budget(0, 1, 1), false).ok(), Some(Cost::Free));
+        assert_eq!(decide(&budget(1, 1, 1), true).ok(), Some(Cost::Disruption));
+        assert!(
+            decide(&budget(0, 1, 1), true).is_err(),
+            "ready, nothing allowed"
+        );
+        let mut short = budget(0, 1, 1);
+        short["status"]["currentHealthy"] = json!(1);
+        assert!(decide(&short, false).is_err(), "the budget is not met");
+        short["spec"]["unhealthyPodEvictionPolicy"] = json!("AlwaysAllow");
+        assert_eq!(decide(&short, false).ok(), Some(Cost::Free));
+    }
+
+    #[test]
+    fn the_bodys_options_are_checked_and_its_dry_run_counts() {
+        let with = |opts: Value| json!({"deleteOptions": opts});
+        let dry = delete_options(&with(json!({"dryRun": ["All"]})), false).expect("valid");
+        assert!(dry.dry_run);
+        assert!(delete_options(&with(json!({"gracePeriodSeconds": -1})), false).is_err());
+        assert!(delete_options(&with(json!({"propagationPolicy": "Sideways"})), false).is_err());
+        let pinned = delete_options(
+            &with(json!({"preconditions": {"uid": "u1", "resourceVersion": "7"}})),
+            false,
+        )
+        .expect("valid");
+        assert_eq!(
+            (
+                pinned.precondition_uid.as_str(),
+                pinned.precondition_resource_version.as_str()
+            ),
+            ("u1", "7")
         );
     }
 
