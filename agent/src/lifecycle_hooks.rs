@@ -63,15 +63,24 @@ pub async fn run<R: Runtime>(
         tokio::time::sleep(wanted.min(timeout)).await;
         return Ok(());
     }
+    if handler.tcp_socket.is_some() {
+        // As the kubelet: tcpSocket is accepted in the API for compatibility only.
+        return Err(
+            "tcpSocket is not a valid lifecycle handler (use exec, httpGet or sleep)".into(),
+        );
+    }
     let action = Action {
         exec: handler.exec.as_ref(),
         http_get: handler.http_get.as_ref(),
-        tcp_socket: handler.tcp_socket.as_ref(),
+        tcp_socket: None,
     };
-    action
-        .run(rt, id, ip, c, timeout)
-        .await
-        .unwrap_or_else(|| Err("the hook names no action (exec, httpGet, sleep)".into()))
+    // The runtime is asked to stop at `timeout` too, but a runtime that does not (an
+    // exec whose background child holds its pipes) must not hold the pod's worker.
+    match tokio::time::timeout(timeout, action.run(rt, id, ip, c, timeout)).await {
+        Ok(Some(result)) => result,
+        Ok(None) => Err("the hook names no action (exec, httpGet, sleep)".into()),
+        Err(_) => Err(format!("the hook did not finish within {timeout:?}")),
+    }
 }
 
 /// What a stop that began at `started` with `grace` has left once its preStop hook is

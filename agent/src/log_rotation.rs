@@ -127,7 +127,16 @@ pub async fn rotate_pass<R: Runtime>(runtime: &R, limits: LogLimits) {
         if log.as_os_str().is_empty() {
             continue;
         }
-        let full = std::fs::metadata(log).is_ok_and(|m| m.len() > limits.max_size);
+        let size = std::fs::metadata(log).map(|m| m.len());
+        if c.state == ContainerState::Running && size.is_err() {
+            // The log path is gone (a reopen failed after a rename): without a reopen the
+            // container would write to the renamed file, uncapped, for good.
+            if let Err(e) = runtime.reopen_container_log(&c.id).await {
+                tracing::warn!(container = %c.id, error = %e, "reopening a missing container log");
+            }
+            continue;
+        }
+        let full = size.is_ok_and(|n| n > limits.max_size);
         if c.state == ContainerState::Running && full {
             // Room for the file about to be rotated: the live one counts as one.
             prune(log, limits.max_files.saturating_sub(2));

@@ -579,7 +579,8 @@ async fn pre_stop<R: Runtime>(
     ip: &str,
     grace: Duration,
 ) -> Duration {
-    let Some(h) = Hook::PreStop.handler(c) else {
+    // A forced stop (grace 0) runs no hook, as the kubelet's does not.
+    let Some(h) = Hook::PreStop.handler(c).filter(|_| !grace.is_zero()) else {
         return grace;
     };
     let started = Instant::now();
