@@ -6,7 +6,7 @@
 //! reports the disruptions allowed now. Pods an eviction recorded in `disruptedPods` count
 //! as gone until they are, or for two minutes, whichever comes first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,16 +36,14 @@ struct Controller {
     deployments: Store<Deployment>,
 }
 
-fn labels(p: &Pod) -> BTreeMap<String, String> {
-    p.metadata.labels.clone().unwrap_or_default()
-}
-
 /// Does the budget select the pod? (policy/v1: no selector selects nothing.)
 fn selects(b: &PodDisruptionBudget, pod: &Pod) -> bool {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&NONE);
     b.spec
         .as_ref()
         .and_then(|s| s.selector.as_ref())
-        .is_some_and(|s| selector::matches(s, &labels(pod)))
+        .is_some_and(|s| selector::matches(s, labels))
 }
 
 fn is_healthy(p: &Pod) -> bool {
@@ -77,31 +75,31 @@ struct Counts {
 
 impl Controller {
     /// The replicas the pods' controllers ask for, each controller once (a ReplicaSet a
-    /// Deployment owns counts as the Deployment); a pod no controller owns counts alone.
-    fn expected_from_controllers(&self, pods: &[Arc<Pod>]) -> i32 {
+    /// Deployment owns counts as the Deployment). A pod no controller owns, or owned by a
+    /// kind whose scale this server does not keep, leaves the count unknown: as in
+    /// Kubernetes, the budget then allows nothing rather than guess.
+    fn expected_from_controllers(&self, pods: &[Arc<Pod>]) -> Result<i32, String> {
         let mut controllers: HashMap<String, i32> = HashMap::new();
-        let mut orphans = 0;
         for p in pods {
             let ns = p.metadata.namespace.clone().unwrap_or_default();
-            let Some(owner) = p
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let owner = p
                 .metadata
                 .owner_references
                 .iter()
                 .flatten()
                 .find(|o| o.controller == Some(true))
-            else {
-                orphans += 1;
-                continue;
-            };
+                .ok_or_else(|| format!("found no controller for pod {ns}/{name}"))?;
             if owner.kind != "ReplicaSet" {
-                // A controller of a kind this server does not scale: its pods alone.
-                *controllers.entry(owner.uid.clone()).or_default() += 1;
-                continue;
+                return Err(format!(
+                    "cannot count the replicas of {} {:?} (pod {ns}/{name})",
+                    owner.kind, owner.name
+                ));
             }
-            let Some(rs) = self.sets.get(&format!("{ns}/{}", owner.name)) else {
-                *controllers.entry(owner.uid.clone()).or_default() += 1;
-                continue;
-            };
+            let rs = self
+                .sets
+                .get(&format!("{ns}/{}", owner.name))
+                .ok_or_else(|| format!("ReplicaSet {ns}/{} not found", owner.name))?;
             let deployment = rs
                 .metadata
                 .owner_references
@@ -111,48 +109,50 @@ impl Controller {
                 .and_then(|o| self.deployments.get(&format!("{ns}/{}", o.name)));
             match deployment {
                 Some(d) => {
-                    let replicas = d.spec.replicas.unwrap_or(1);
-                    controllers.insert(d.metadata.uid.clone().unwrap_or_default(), replicas);
+                    controllers.insert(
+                        d.metadata.uid.clone().unwrap_or_default(),
+                        d.spec.replicas.unwrap_or(1),
+                    );
                 }
                 None => {
-                    let replicas = rs.spec.replicas.unwrap_or(1);
-                    controllers.insert(owner.uid.clone(), replicas);
+                    controllers.insert(owner.uid.clone(), rs.spec.replicas.unwrap_or(1));
                 }
             }
         }
-        controllers.values().sum::<i32>() + orphans
+        Ok(controllers.values().sum())
     }
 
-    fn counts(&self, b: &PodDisruptionBudget, pods: &[Arc<Pod>], disrupted: &[String]) -> Counts {
+    fn counts(
+        &self,
+        b: &PodDisruptionBudget,
+        pods: &[Arc<Pod>],
+        disrupted: &HashSet<&str>,
+    ) -> Result<Counts, String> {
         let spec = b.spec.clone().unwrap_or_default();
         let healthy = pods
             .iter()
             .filter(|p| is_healthy(p))
-            .filter(|p| {
-                !disrupted
-                    .iter()
-                    .any(|d| Some(d.as_str()) == p.metadata.name.as_deref())
-            })
+            .filter(|p| !disrupted.contains(p.metadata.name.as_deref().unwrap_or_default()))
             .count();
         let healthy = i32::try_from(healthy).unwrap_or(i32::MAX);
         let pod_count = i32::try_from(pods.len()).unwrap_or(i32::MAX);
         let (expected, desired) = match (&spec.min_available, &spec.max_unavailable) {
             (Some(IntOrString::Int(n)), _) => (pod_count, *n),
             (Some(pct), _) => {
-                let e = self.expected_from_controllers(pods);
+                let e = self.expected_from_controllers(pods)?;
                 (e, scaled(pct, e))
             }
             (None, Some(mu)) => {
-                let e = self.expected_from_controllers(pods);
+                let e = self.expected_from_controllers(pods)?;
                 (e, (e - scaled(mu, e)).max(0))
             }
             (None, None) => (pod_count, 0),
         };
-        Counts {
+        Ok(Counts {
             expected,
             desired,
             healthy,
-        }
+        })
     }
 
     /// Brings one budget's status up to date; returns when to look again (an evicted
@@ -173,16 +173,18 @@ impl Controller {
         let mut recheck: Option<Duration> = None;
         // An evicted pod stays recorded while it exists, is not yet being deleted, and
         // the deletion timeout has not passed.
+        let alive: HashSet<&str> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
         let disrupted: BTreeMap<String, Time> = old
             .disrupted_pods
             .clone()
             .unwrap_or_default()
             .into_iter()
             .filter(|(name, at)| {
-                let alive = pods.iter().any(|p| {
-                    p.metadata.name.as_deref() == Some(name.as_str())
-                        && p.metadata.deletion_timestamp.is_none()
-                });
+                let alive = alive.contains(name.as_str());
                 let left = jiff::SignedDuration::try_from(DELETION_TIMEOUT)
                     .ok()
                     .and_then(|t| at.0.checked_add(t).ok())
@@ -195,21 +197,35 @@ impl Controller {
                 }
             })
             .collect();
-        let names: Vec<String> = disrupted.keys().cloned().collect();
-        let c = self.counts(&b, &pods, &names);
-        let allowed = (c.healthy - c.desired).max(0);
+        let names: HashSet<&str> = disrupted.keys().map(String::as_str).collect();
         let generation = b.metadata.generation;
-        let condition = if allowed > 0 {
-            ("True", "SufficientPods", String::new())
-        } else {
-            (
-                "False",
-                "InsufficientPods",
-                format!(
-                    "The disruption budget needs {} healthy pods and has {} currently",
-                    c.desired, c.healthy
-                ),
-            )
+        let (c, allowed, condition) = match self.counts(&b, &pods, &names) {
+            Ok(c) => {
+                let allowed = (c.healthy - c.desired).max(0);
+                let condition = if allowed > 0 {
+                    ("True", "SufficientPods", String::new())
+                } else {
+                    (
+                        "False",
+                        "InsufficientPods",
+                        format!(
+                            "The disruption budget needs {} healthy pods and has {} currently",
+                            c.desired, c.healthy
+                        ),
+                    )
+                };
+                (c, allowed, condition)
+            }
+            // The expected count is unknown: allow nothing, and say why.
+            Err(why) => (
+                Counts {
+                    expected: 0,
+                    desired: 0,
+                    healthy: 0,
+                },
+                0,
+                ("False", "SyncFailed", why),
+            ),
         };
         let kept = old
             .conditions
@@ -300,13 +316,18 @@ pub fn start(
             }
         }
     };
+    // Only a change of replicas matters (their status changes with every pod).
     let sets = {
         let enqueue = by_namespace(queue.clone(), budgets.clone());
         informers
             .informer::<ReplicaSet>()
             .add_handler(move |c| {
-                let o = c.latest();
-                enqueue(o.metadata.namespace.as_ref());
+                if let Change::Updated { old, new } = c
+                    && old.spec.replicas == new.spec.replicas
+                {
+                    return;
+                }
+                enqueue(c.latest().metadata.namespace.as_ref());
             })
             .store()
     };
@@ -315,8 +336,12 @@ pub fn start(
         informers
             .informer::<Deployment>()
             .add_handler(move |c| {
-                let o = c.latest();
-                enqueue(o.metadata.namespace.as_ref());
+                if let Change::Updated { old, new } = c
+                    && old.spec.replicas == new.spec.replicas
+                {
+                    return;
+                }
+                enqueue(c.latest().metadata.namespace.as_ref());
             })
             .store()
     };

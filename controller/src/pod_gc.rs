@@ -84,28 +84,39 @@ fn terminated_surplus(pods: &[Arc<Pod>], threshold: usize) -> Vec<Arc<Pod>> {
 
 impl Collector {
     /// One pass: orphans first (they hold resources nobody accounts for), then the
-    /// surplus of finished pods.
-    async fn sweep(&mut self) -> Result<(), ClientError> {
+    /// surplus of finished pods. A pod that cannot be deleted is reported and the rest
+    /// go on; the pass stops as soon as `shutdown` flips (the Lease may be another's).
+    async fn sweep(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), ClientError> {
         let pods = self.pods.list();
-        let gone = self.gone_nodes(&pods).await?;
-        for pod in pods.iter().filter(|p| gone.contains(node_of(p))) {
-            tracing::info!(
-                pod = %pod_key(pod),
-                node = node_of(pod),
-                "deleting a pod whose node no longer exists"
-            );
-            self.force_delete(pod).await?;
+        let gone = self.gone_nodes(&pods).await;
+        let orphans = pods.iter().filter(|p| gone.contains(node_of(p))).cloned();
+        let surplus = terminated_surplus(&pods, self.config.terminated_pod_gc_threshold);
+        let mut failures = 0;
+        for (pod, why) in orphans.map(|p| (p, "its node no longer exists")).chain(
+            surplus
+                .into_iter()
+                .map(|p| (p, "finished, beyond the threshold")),
+        ) {
+            if *shutdown.borrow() {
+                break;
+            }
+            tracing::info!(pod = %pod_key(&pod), node = node_of(&pod), why, "deleting a pod");
+            if let Err(e) = self.force_delete(&pod).await {
+                tracing::warn!(pod = %pod_key(&pod), error = %e, "deleting a pod failed");
+                failures += 1;
+            }
         }
-        for pod in terminated_surplus(&pods, self.config.terminated_pod_gc_threshold) {
-            tracing::info!(pod = %pod_key(&pod), "deleting a finished pod beyond the threshold");
-            self.force_delete(&pod).await?;
+        if failures > 0 {
+            return Err(ClientError::Other(format!(
+                "{failures} pods could not be deleted"
+            )));
         }
         Ok(())
     }
 
     /// The nodes pods are bound to that have been missing from the informer for the
     /// quarantine and that a live read confirms are gone.
-    async fn gone_nodes(&mut self, pods: &[Arc<Pod>]) -> Result<HashSet<String>, ClientError> {
+    async fn gone_nodes(&mut self, pods: &[Arc<Pod>]) -> HashSet<String> {
         let now = Instant::now();
         let missing: HashSet<&str> = pods
             .iter()
@@ -120,11 +131,15 @@ impl Collector {
             if now.duration_since(since) < self.config.quarantine {
                 continue;
             }
-            if self.client.api::<Node>("").get_opt(node).await?.is_none() {
-                gone.insert(node.to_string());
+            match self.client.api::<Node>("").get_opt(node).await {
+                Ok(None) => {
+                    gone.insert(node.to_string());
+                }
+                Ok(Some(_)) => {}
+                Err(e) => tracing::warn!(node, error = %e, "checking whether a node is gone"),
             }
         }
-        Ok(gone)
+        gone
     }
 
     async fn force_delete(&self, pod: &Pod) -> Result<(), ClientError> {
@@ -181,7 +196,7 @@ pub fn start(
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             let start = Instant::now();
-            let result = collector.sweep().await;
+            let result = collector.sweep(&shutdown).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "pod garbage collection failed; retrying next period");
             }
