@@ -1,6 +1,7 @@
 //! Container logs for the agent's endpoint: a container's CRI log file read back as lines
 //! (partial records joined), with tail, since, timestamps and previous, and followed as it
-//! grows — through rotation — until the container ends or the caller goes.
+//! grows — through rotation, the old file read to its end first — until the container
+//! ends or the caller goes.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -69,22 +70,72 @@ impl Lines {
     }
 }
 
-/// Reads whatever follows `offset` in `path`; returns the new offset and the complete
-/// records (a record still being written waits for the next read).
-fn read_from(path: &Path, offset: u64) -> std::io::Result<(u64, Vec<String>)> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    // Shorter than where we were: rotated; the new file starts from scratch.
-    let start = if len < offset { 0 } else { offset };
-    f.seek(SeekFrom::Start(start))?;
+/// Reads whatever follows `offset` in `f`; returns the complete records and moves
+/// `offset` past them (a record still being written waits for the next read).
+fn read_records(f: &mut std::fs::File, offset: &mut u64) -> std::io::Result<Vec<String>> {
+    f.seek(SeekFrom::Start(*offset))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
     let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let text = String::from_utf8_lossy(&buf[..complete]);
-    Ok((
-        start + complete as u64,
-        text.lines().map(str::to_string).collect(),
-    ))
+    *offset += complete as u64;
+    Ok(String::from_utf8_lossy(&buf[..complete])
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Reads the complete records of the file at `path` from its start.
+fn read_from(path: &Path, offset: u64) -> std::io::Result<(u64, Vec<String>)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut offset = offset;
+    let records = read_records(&mut f, &mut offset)?;
+    Ok((offset, records))
+}
+
+/// A container's log followed through rotation. Rotation renames the file the container
+/// was writing and a new one appears at the path: the open file is read to its end before
+/// the new one is taken up, so nothing written just before a rotation is lost.
+struct Follower {
+    path: PathBuf,
+    /// The file being read, and its inode.
+    file: Option<(std::fs::File, u64)>,
+    offset: u64,
+}
+
+impl Follower {
+    fn new(path: PathBuf) -> Self {
+        Follower {
+            path,
+            file: None,
+            offset: 0,
+        }
+    }
+
+    /// The complete records written since the last read.
+    fn read(&mut self) -> std::io::Result<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let at_path = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        let mut records = Vec::new();
+        if let Some((f, ino)) = &mut self.file {
+            records.extend(read_records(f, &mut self.offset)?);
+            if at_path.is_some_and(|now| now != *ino) {
+                self.file = None;
+            } else if f.metadata()?.len() < self.offset {
+                // Truncated where it is: start it again.
+                self.offset = 0;
+                records.extend(read_records(f, &mut self.offset)?);
+            }
+        }
+        if self.file.is_none()
+            && let Ok(mut f) = std::fs::File::open(&self.path)
+        {
+            let ino = f.metadata()?.ino();
+            self.offset = 0;
+            records.extend(read_records(&mut f, &mut self.offset)?);
+            self.file = Some((f, ino));
+        }
+        Ok(records)
+    }
 }
 
 fn rotated(path: &Path) -> PathBuf {
@@ -125,8 +176,8 @@ pub async fn stream<R: Runtime>(
             lines.push(rec, &mut out);
         }
     }
-    let (mut offset, records) = read_from(&path, 0).unwrap_or((0, Vec::new()));
-    for rec in &records {
+    let mut follower = Follower::new(path.clone());
+    for rec in &follower.read().unwrap_or_default() {
         lines.push(rec, &mut out);
     }
     if let Some(n) = r.tail_lines {
@@ -145,10 +196,9 @@ pub async fn stream<R: Runtime>(
                 .container_status(&c.id)
                 .await
                 .map_or(true, |s| s.state == ContainerState::Exited);
-            let Ok((next, records)) = read_from(&path, offset) else {
+            let Ok(records) = follower.read() else {
                 return;
             };
-            offset = next;
             let mut out = Vec::new();
             for rec in &records {
                 lines.push(rec, &mut out);
@@ -182,6 +232,32 @@ mod tests {
         l.push("2026-01-01T00:00:02Z stdout P hello ", &mut out);
         l.push("2026-01-01T00:00:02Z stdout F world", &mut out);
         assert_eq!(out, vec!["hello world\n".to_string()]);
+    }
+
+    #[test]
+    fn a_follower_reads_the_old_file_to_its_end_across_a_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("0.log");
+        let rec = |t: &str| format!("2026-01-01T00:00:00Z stdout F {t}\n");
+        std::fs::write(&p, rec("one")).expect("write");
+        let mut f = Follower::new(p.clone());
+        assert_eq!(f.read().expect("read").len(), 1);
+        // Written just before the rotation, then renamed away; the new file is already
+        // longer than the old offset.
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("open");
+        std::io::Write::write_all(&mut old, rec("two").as_bytes()).expect("append");
+        std::fs::rename(&p, dir.path().join("0.log.20260101-000000")).expect("rotate");
+        std::fs::write(&p, rec("three") + &rec("four") + &rec("five")).expect("new file");
+        let got = f.read().expect("read");
+        let texts: Vec<&str> = got
+            .iter()
+            .map(|r| r.rsplit(' ').next().unwrap_or_default())
+            .collect();
+        assert_eq!(texts, ["two", "three", "four", "five"]);
+        assert!(f.read().expect("read").is_empty());
     }
 
     #[test]
