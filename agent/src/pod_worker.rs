@@ -563,7 +563,9 @@ async fn start<R: Runtime>(
                 &format!("PostStartHook failed: {why}"),
             )
             .await;
-            ctx.runtime.stop_container(&id, grace_of(pod)).await?;
+            // Killed as any container is stopped: its preStop first, as the kubelet does.
+            let grace = pre_stop(ctx, pod, c, &id, &sandbox.ip, grace_of(pod)).await;
+            ctx.runtime.stop_container(&id, grace).await?;
         }
     }
     Ok(Step::Started)

@@ -19,6 +19,9 @@ use crate::watch_cache::object::decode_stored;
 use super::delete::DeleteOptions;
 use super::{Api, MAX_RETRIES, ObjectRef, parse_body, stored_bytes};
 
+/// The most evictions a budget may have in flight before the controller confirms them.
+const MAX_DISRUPTED_PODS: usize = 2000;
+
 /// Kubernetes' words when a budget refuses.
 pub const REFUSED: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
 
@@ -323,7 +326,22 @@ fn refusal(budget: &Value) -> Option<ApiError> {
         )));
     }
     let status = &budget["status"];
-    if status["disruptionsAllowed"].as_i64().unwrap_or(0) <= 0 {
+    let allowed = status["disruptionsAllowed"].as_i64().unwrap_or(0);
+    if allowed < 0 {
+        return Some(ApiError::forbidden(format!(
+            "pdb disruptions allowed is negative: the disruption budget {name} cannot be used until its status is fixed"
+        )));
+    }
+    // Kubernetes' bound on the evictions a budget may hold in flight.
+    if status["disruptedPods"]
+        .as_object()
+        .is_some_and(|m| m.len() > MAX_DISRUPTED_PODS)
+    {
+        return Some(ApiError::forbidden(format!(
+            "DisruptedPods map too big - too many evictions not confirmed by the disruption budget {name}'s controller"
+        )));
+    }
+    if allowed <= 0 {
         return Some(ApiError::too_many_requests(format!(
             "{REFUSED} The disruption budget {name} needs {} healthy pods and has {} currently",
             status["desiredHealthy"].as_i64().unwrap_or(0),
