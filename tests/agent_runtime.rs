@@ -173,6 +173,43 @@ async fn stopping_asks_first_and_kills_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn a_pods_containers_share_one_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(&dir.path().join("state"));
+    let sb = sandbox(&rt, &dir.path().join("logs")).await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let id = run(
+            &rt,
+            &sb,
+            &sh(
+                name,
+                "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+            ),
+        )
+        .await;
+        wait_ready(&rt, &id).await;
+        ids.push(id);
+    }
+    // Three containers that ignore SIGTERM, one second of grace: killed together after
+    // it, not one after another (three seconds).
+    let start = std::time::Instant::now();
+    rt.stop_pod_sandbox(&sb, Duration::from_secs(1))
+        .await
+        .expect("stop sandbox");
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
+    for id in &ids {
+        let s = rt.container_status(id).await.expect("status");
+        assert_eq!((s.state, s.exit_code), (ContainerState::Exited, 137));
+    }
+    rt.remove_pod_sandbox(&sb).await.expect("remove");
+}
+
+#[tokio::test]
 async fn containers_that_cannot_run_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir.path().join("state"));

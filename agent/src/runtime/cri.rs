@@ -393,13 +393,9 @@ impl Runtime for CriRuntime {
     }
 
     async fn stop_pod_sandbox(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        // Containers first, each with the pod's grace period; StopPodSandbox alone would
-        // kill them at once.
-        for c in self.list_containers(Some(id)).await? {
-            if c.state == ContainerState::Running {
-                self.stop_container(&c.id, grace).await?;
-            }
-        }
+        // Containers first, with the pod's grace period; StopPodSandbox alone would kill
+        // them at once.
+        self.stop_running_containers(id, grace).await?;
         match self
             .runtime
             .clone()

@@ -351,6 +351,25 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Removes a container that is not running.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stops every running container of a sandbox at once, each with `grace`: a pod's grace
+    /// period is the pod's, not each container's in turn.
+    fn stop_running_containers(
+        &self,
+        sandbox_id: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async move {
+            let running: Vec<ContainerStatus> = self
+                .list_containers(Some(sandbox_id))
+                .await?
+                .into_iter()
+                .filter(|c| c.state == ContainerState::Running)
+                .collect();
+            futures::future::try_join_all(running.iter().map(|c| self.stop_container(&c.id, grace)))
+                .await
+                .map(|_| ())
+        }
+    }
     /// One container.
     fn container_status(
         &self,

@@ -244,11 +244,7 @@ impl Runtime for ProcessRuntime {
 
     async fn stop_pod_sandbox(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let mut sandbox = self.sandbox(id)?;
-        for c in self.list_containers(Some(id)).await? {
-            if c.state == ContainerState::Running {
-                self.stop_container(&c.id, grace).await?;
-            }
-        }
+        self.stop_running_containers(id, grace).await?;
         sandbox.state = SandboxState::NotReady;
         write_state(&self.sandbox_dir(id), "sandbox.json", &sandbox)?;
         Ok(())
