@@ -359,12 +359,16 @@ impl<K: Object> Informer<K> {
                 self.emit(Change::Deleted(old));
             }
         }
-        for (key, obj) in fresh {
+        for (i, (key, obj)) in fresh.into_iter().enumerate() {
             let unchanged = self.store().get(&key).is_some_and(|old| {
                 old.metadata().resource_version == obj.metadata().resource_version
             });
             if !unchanged {
                 self.apply(obj, false);
+            }
+            // A relist of many objects runs every handler for each: let other tasks in.
+            if i % 256 == 255 {
+                tokio::task::yield_now().await;
             }
         }
         self.ready.send_replace(true);
