@@ -15,7 +15,7 @@ use flotilla_client::{Change, Client, ClientError, SharedInformers, Store, WorkQ
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -262,6 +262,26 @@ impl Controller {
     }
 }
 
+/// A handler queueing the budgets of a controller's namespace when its replicas may
+/// have changed.
+fn on_scale_change<K: k8s_openapi::Metadata<Ty = ObjectMeta> + 'static>(
+    q: Arc<WorkQueue<String>>,
+    budgets: Store<PodDisruptionBudget>,
+    replicas: fn(&K) -> Option<i32>,
+) -> impl Fn(&Change<K>) + Send + Sync + 'static {
+    move |c| {
+        if let Change::Updated { old, new } = c
+            && replicas(old) == replicas(new)
+        {
+            return;
+        }
+        let ns = c.latest().metadata().namespace.clone().unwrap_or_default();
+        for b in budgets.by_index("namespace", &ns) {
+            q.add(key_of(&b.metadata));
+        }
+    }
+}
+
 /// Registers the controller on the shared informers; the future it returns runs it once
 /// they have started, until `shutdown` flips.
 pub fn start(
@@ -308,43 +328,24 @@ pub fn start(
             .store()
     };
     // A controller's scale changes the expected count of percentages: look at the
-    // namespace's budgets again.
-    let by_namespace = |q: Arc<WorkQueue<String>>, budgets: Store<PodDisruptionBudget>| {
-        move |ns: Option<&String>| {
-            for b in budgets.by_index("namespace", ns.map_or("", String::as_str)) {
-                q.add(key_of(&b.metadata));
-            }
-        }
-    };
-    // Only a change of replicas matters (their status changes with every pod).
-    let sets = {
-        let enqueue = by_namespace(queue.clone(), budgets.clone());
-        informers
-            .informer::<ReplicaSet>()
-            .add_handler(move |c| {
-                if let Change::Updated { old, new } = c
-                    && old.spec.replicas == new.spec.replicas
-                {
-                    return;
-                }
-                enqueue(c.latest().metadata.namespace.as_ref());
-            })
-            .store()
-    };
-    let deployments = {
-        let enqueue = by_namespace(queue.clone(), budgets.clone());
-        informers
-            .informer::<Deployment>()
-            .add_handler(move |c| {
-                if let Change::Updated { old, new } = c
-                    && old.spec.replicas == new.spec.replicas
-                {
-                    return;
-                }
-                enqueue(c.latest().metadata.namespace.as_ref());
-            })
-            .store()
-    };
+    // namespace's budgets again when one appears, goes or changes its replicas (not on its
+    // status, which changes with every pod).
+    let sets = informers
+        .informer::<ReplicaSet>()
+        .add_handler(on_scale_change(
+            queue.clone(),
+            budgets.clone(),
+            |rs: &ReplicaSet| rs.spec.replicas,
+        ))
+        .store();
+    let deployments = informers
+        .informer::<Deployment>()
+        .add_handler(on_scale_change(
+            queue.clone(),
+            budgets.clone(),
+            |d: &Deployment| d.spec.replicas,
+        ))
+        .store();
     async move {
         let mut tasks = JoinSet::new();
         if !(budgets.wait_until_ready().await
