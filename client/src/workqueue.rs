@@ -165,9 +165,16 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
         self.len() == 0
     }
 
-    /// Stops accepting keys; `get` returns None once the queue is empty.
+    /// Stops accepting keys and drops those waiting; `get` returns None from now on. The
+    /// keys in flight finish. Nothing queued is worth doing by a process that stops acting
+    /// (a controller that lost its Lease must not go on syncing what it had queued; the
+    /// next leader starts from the cluster's state).
     pub fn shut_down(&self) {
-        self.lock().shut_down = true;
+        let mut q = self.lock();
+        q.shut_down = true;
+        q.queue.clear();
+        q.dirty.clear();
+        drop(q);
         self.ready.notify_waiters();
     }
 }
@@ -240,12 +247,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutting_down_ends_get_once_drained() {
+    async fn shutting_down_drops_what_waits_and_ends_get() {
         let q = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(1));
         q.add(1);
-        q.shut_down();
         q.add(2);
         assert_eq!(q.get().await, Some(1));
+        q.shut_down();
+        q.add(3);
+        assert_eq!(q.get().await, None, "2 was dropped, 3 refused");
+        // The key in flight finishes without coming back.
+        q.add(1);
+        q.done(&1);
         assert_eq!(q.get().await, None);
     }
 }
