@@ -123,12 +123,17 @@ pub async fn rotate_pass<R: Runtime>(runtime: &R, limits: LogLimits) {
         }
     };
     for c in containers {
-        let log = &c.log_path;
+        let log = c.log_path.clone();
         if log.as_os_str().is_empty() {
             continue;
         }
-        let size = std::fs::metadata(log).map(|m| m.len());
-        if c.state == ContainerState::Running && size.is_err() {
+        let size = on_disk({
+            let log = log.clone();
+            move || std::fs::metadata(&log).map(|m| m.len()).ok()
+        })
+        .await
+        .flatten();
+        if c.state == ContainerState::Running && size.is_none() {
             // The log path is gone (a reopen failed after a rename): without a reopen the
             // container would write to the renamed file, uncapped, for good.
             if let Err(e) = runtime.reopen_container_log(&c.id).await {
@@ -136,28 +141,49 @@ pub async fn rotate_pass<R: Runtime>(runtime: &R, limits: LogLimits) {
             }
             continue;
         }
-        let full = size.is_ok_and(|n| n > limits.max_size);
+        let full = size.is_some_and(|n| n > limits.max_size);
         if c.state == ContainerState::Running && full {
-            // Room for the file about to be rotated: the live one counts as one.
-            prune(log, limits.max_files.saturating_sub(2));
-            let rotated = rotated_name(log, jiff::Timestamp::now());
-            if let Err(e) = std::fs::rename(log, &rotated) {
-                tracing::warn!(container = %c.id, log = %log.display(), error = %e, "rotating a container log");
-                continue;
+            let rotated = rotated_name(&log, jiff::Timestamp::now());
+            let renamed = on_disk({
+                let (log, rotated) = (log.clone(), rotated.clone());
+                move || {
+                    // Room for the file about to be rotated: the live one counts as one.
+                    prune(&log, limits.max_files.saturating_sub(2));
+                    std::fs::rename(&log, &rotated)
+                }
+            })
+            .await;
+            match renamed {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(container = %c.id, log = %log.display(), error = %e, "rotating a container log");
+                    continue;
+                }
+                None => continue,
             }
             if let Err(e) = runtime.reopen_container_log(&c.id).await {
                 // Put it back, or the container would go on writing to the renamed file
                 // with nothing at its log path.
                 tracing::warn!(container = %c.id, error = %e, "reopening a rotated container log");
-                if let Err(e) = std::fs::rename(&rotated, log) {
-                    tracing::warn!(container = %c.id, error = %e, "restoring a container log");
+                let restored = on_disk({
+                    let (log, rotated) = (log.clone(), rotated.clone());
+                    move || std::fs::rename(&rotated, &log)
+                })
+                .await;
+                if !matches!(restored, Some(Ok(()))) {
+                    tracing::warn!(container = %c.id, "restoring a container log failed");
                 }
                 continue;
             }
             tracing::debug!(container = %c.id, rotated = %rotated.display(), "container log rotated");
         }
-        prune(log, limits.max_files.saturating_sub(1));
+        on_disk(move || prune(&log, limits.max_files.saturating_sub(1))).await;
     }
+}
+
+/// Runs filesystem work off the async threads: a slow disk must not stall them.
+async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
 }
 
 /// Rotates logs every [`PERIOD`] until `shutdown` flips, if the runtime needs it.
