@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::pod_state::is_ready;
 use crate::{selector, workers};
 
 /// How long an evicted pod counts as disrupted before it must be gone (Kubernetes'
@@ -38,20 +39,14 @@ struct Controller {
 
 /// Does the budget select the pod? (policy/v1: no selector selects nothing.)
 fn selects(b: &PodDisruptionBudget, pod: &Pod) -> bool {
-    static NONE: BTreeMap<String, String> = BTreeMap::new();
-    let labels = pod.metadata.labels.as_ref().unwrap_or(&NONE);
     b.spec
         .as_ref()
         .and_then(|s| s.selector.as_ref())
-        .is_some_and(|s| selector::matches(s, labels))
+        .is_some_and(|s| selector::matches_opt(s, pod.metadata.labels.as_ref()))
 }
 
 fn is_healthy(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.metadata.deletion_timestamp.is_none() && is_ready(p)
 }
 
 /// `v` of `total`: a count, or a percentage rounded up.

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::pod_state::is_ready;
 use crate::workers;
 
 /// Workers syncing Services at once.
@@ -38,13 +39,6 @@ fn selects(svc: &Service, labels: Option<&BTreeMap<String, String>>) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The Service's ports as this pod serves them; a named targetPort the pod does not

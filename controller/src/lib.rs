@@ -12,6 +12,7 @@
 //!   with per-zone rate limits, and force deletion of pods stuck on unreachable nodes
 //! - [`autoscaler`]: HorizontalPodAutoscalers, from the pods' use read off the agents
 //! - [`disruption`]: PodDisruptionBudgets' status, which evictions are decided on
+//! - [`pod_state`]: readiness and completion of a pod, as every controller reads them
 //! - [`pod_gc`]: deletes pods whose node is gone and finished pods beyond a threshold
 //! - [`expectations`]: creations and deletions in flight, so bursts of events never
 //!   cause over- or under-shooting
@@ -29,6 +30,7 @@ pub mod manager;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod pod_gc;
+pub mod pod_state;
 pub mod replicaset;
 pub mod selector;
 pub mod workers;

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use tokio::sync::watch;
 
 use crate::metrics;
+use crate::pod_state::is_finished;
 
 /// How the collector runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,13 +53,6 @@ fn node_of(pod: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
         .unwrap_or_default()
-}
-
-fn is_finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// The finished pods to delete so that at most `threshold` remain, oldest first.

@@ -27,6 +27,13 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         })
 }
 
+/// Does `selector` select an object with these (possibly absent) labels? Borrows them:
+/// handlers ask this for every object on every event.
+pub fn matches_opt(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    matches(selector, labels.unwrap_or(&NONE))
+}
+
 /// Does the selector select nothing in particular (no requirement at all)?
 pub fn is_empty(selector: &LabelSelector) -> bool {
     selector

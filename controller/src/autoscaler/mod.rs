@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::pod_state::is_ready;
 use crate::{metrics, selector};
 use pod_metrics::PodMetrics;
 use recommend::{History, Limit};
@@ -107,13 +108,6 @@ fn request_of(pod: &Pod, resource: &str) -> Option<f64> {
         };
     }
     Some(total)
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn is_running(p: &Pod) -> bool {
@@ -473,12 +467,7 @@ impl Autoscaler {
             .by_index("namespace", &ns)
             .into_iter()
             .filter(|p| is_running(p))
-            .filter(|p| {
-                selector::matches(
-                    &target.selector,
-                    &p.metadata.labels.clone().unwrap_or_default(),
-                )
-            })
+            .filter(|p| selector::matches_opt(&target.selector, p.metadata.labels.as_ref()))
             .collect()
     }
 

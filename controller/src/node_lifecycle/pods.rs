@@ -3,6 +3,7 @@
 //! node is Unknown, evicted as the NoExecute taints and their tolerations decide, and
 //! force-deleted when their deletion cannot finish because their node is unreachable.
 
+use crate::pod_state::is_finished;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,13 +46,6 @@ fn pod_ready(pod: &Pod) -> Option<&str> {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.status.as_str())
-}
-
-fn is_finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// How long until `at`, from the wall clock now (at least a moment).
