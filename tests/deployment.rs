@@ -11,14 +11,14 @@ mod api;
 mod cluster;
 #[path = "support/inproc.rs"]
 mod inproc;
+#[path = "support/process_agent.rs"]
+mod process_agent;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent::run::AgentConfig;
-use agent::runtime::process::ProcessRuntime;
 use api::{ApiHarness, StoreSetup};
 use flotilla_client::{Client, DeleteParams, LeaderConfig, ListParams, Patch, WatchEvent};
 use futures::StreamExt;
@@ -58,36 +58,13 @@ impl Cluster {
         let kubeconfig = h.server.as_ref().expect("running").kubeconfig.clone();
         let dir = tempfile::tempdir().expect("tempdir");
         let (stop, stop_rx) = watch::channel(false);
-        let data = dir.path().join("agent");
-        std::fs::create_dir_all(&data).expect("agent dir");
-        let runtime = ProcessRuntime::new(
-            &data.join("runtime"),
-            Path::new(env!("CARGO_BIN_EXE_flotilla-shim")),
-            "127.0.0.1",
-        )
-        .expect("runtime");
-        let cfg = AgentConfig {
-            node_name: "worker-1".into(),
-            host_ip: "127.0.0.1".into(),
-            data_dir: data,
-            heartbeat_interval: Duration::from_secs(1),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        };
         let tasks = vec![
             tokio::spawn(scheduler::run(
                 client.clone(),
                 Default::default(),
                 stop_rx.clone(),
             )),
-            tokio::spawn({
-                let (client, rx) = (client.clone(), stop_rx.clone());
-                async move {
-                    agent::run::run(client, Arc::new(runtime), cfg, rx)
-                        .await
-                        .expect("the agent runs");
-                }
-            }),
+            process_agent::spawn(&client, dir.path(), stop_rx.clone()),
         ];
         let mut c = Cluster {
             h,

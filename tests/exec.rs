@@ -13,14 +13,13 @@ mod cluster;
 mod http;
 #[path = "support/inproc.rs"]
 mod inproc;
+#[path = "support/process_agent.rs"]
+mod process_agent;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
-use agent::run::AgentConfig;
-use agent::runtime::process::ProcessRuntime;
 use api::{ApiHarness, StoreSetup};
 use flotilla_client::{Client, DeleteParams, ExecOutput, ExecParams};
 use flotilla_proto::api::ExecRequest;
@@ -58,31 +57,8 @@ impl Cluster {
             )),
         ];
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("agent");
-        std::fs::create_dir_all(&data).expect("agent dir");
-        let runtime = ProcessRuntime::new(
-            &data.join("runtime"),
-            Path::new(env!("CARGO_BIN_EXE_flotilla-shim")),
-            "127.0.0.1",
-        )
-        .expect("runtime");
-        let cfg = AgentConfig {
-            node_name: "worker-1".into(),
-            host_ip: "127.0.0.1".into(),
-            data_dir: data,
-            heartbeat_interval: Duration::from_secs(1),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        };
         let (agent_stop, agent_rx) = watch::channel(false);
-        let agent = tokio::spawn({
-            let client = client.clone();
-            async move {
-                agent::run::run(client, Arc::new(runtime), cfg, agent_rx)
-                    .await
-                    .expect("the agent runs");
-            }
-        });
+        let agent = process_agent::spawn(&client, dir.path(), agent_rx);
         Cluster {
             h,
             client,
