@@ -7,6 +7,8 @@
 
 #[path = "support/api.rs"]
 mod api;
+#[path = "support/flotctl.rs"]
+mod cli;
 #[path = "support/cluster.rs"]
 mod cluster;
 #[path = "support/http.rs"]
@@ -17,7 +19,6 @@ mod inproc;
 mod process_agent;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use api::{ApiHarness, StoreSetup};
@@ -109,13 +110,8 @@ impl Cluster {
     }
 
     /// The built flotctl with the admin kubeconfig.
-    fn flotctl(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_flotctl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .output()
-            .expect("flotctl runs")
+    async fn flotctl(&self, args: &[&str]) -> cli::Out {
+        cli::flotctl(&self.kubeconfig(), args).await
     }
 
     /// Deletes every pod and its owners, waits until the agent has stopped them, then stops
@@ -397,34 +393,40 @@ async fn flotctl_exec_prints_the_output_and_exits_with_the_commands_code() {
         .await;
 
     // The command's streams go to flotctl's, its exit code is flotctl's.
-    let out = c.flotctl(&[
-        "exec",
-        "two",
-        "--",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-    ]);
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(text(&out.stdout), "out\n");
+    let out = c
+        .flotctl(&[
+            "exec",
+            "two",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(out.code, 3);
+    assert_eq!(out.stdout, "out\n");
     assert_eq!(
-        text(&out.stderr),
+        out.stderr,
         "Defaulted container \"main\" out of: main, side\nerr\ncommand terminated with exit code 3\n"
     );
-    let out = c.flotctl(&["exec", "two", "-c", "side", "--", "sh", "-c", "echo $WHO"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        (text(&out.stdout).as_str(), text(&out.stderr).as_str()),
-        ("side\n", "")
-    );
+    let out = c
+        .flotctl(&["exec", "two", "-c", "side", "--", "sh", "-c", "echo $WHO"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("side\n", ""));
 
     // deploy/NAME resolves to one of its pods once it runs.
     let out = inproc::wait_until(Duration::from_secs(30), "the deployment's pod runs", || {
-        let out = c.flotctl(&["exec", "deploy/web", "--", "sh", "-c", "echo $WHO"]);
-        async move { out.status.success().then_some(out) }
+        let c = &c;
+        async move {
+            let out = c
+                .flotctl(&["exec", "deploy/web", "--", "sh", "-c", "echo $WHO"])
+                .await;
+            (out.code == 0).then_some(out)
+        }
     })
     .await;
-    assert_eq!(text(&out.stdout), "app\n");
+    assert_eq!(out.stdout, "app\n");
 
     // Failures: a message naming the problem, and a non-zero status.
     for (args, message) in [
@@ -446,13 +448,9 @@ async fn flotctl_exec_prints_the_output_and_exits_with_the_commands_code() {
             "cannot exec into a Service",
         ),
     ] {
-        let out = c.flotctl(args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            text(&out.stderr).contains(message),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        let out = c.flotctl(args).await;
+        assert_ne!(out.code, 0, "{args:?} succeeded");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
 
     c.shutdown().await;
